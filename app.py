@@ -1,0 +1,151 @@
+"""The application factory, its CLI commands, and `python app.py` for the development server."""
+
+import contextlib
+import logging
+import os
+import sys
+
+import click
+from flask import Flask
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import Engine
+
+import auth
+import book_requests
+import health
+import reports
+import users
+from celery_worker import celery_init_app
+from config import default_config, ensure_jwt_secret
+from errors import register_error_handlers
+from extensions import api, jwt, limiter, migrate
+from models import User, db
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+
+
+def create_app(test_config=None):
+    """Create and configure the app."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(default_config(app.instance_path))
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        # any Flask key can also come from the environment as FLASK_<KEY>
+        app.config.from_prefixed_env()
+    else:
+        app.config.from_mapping(test_config)
+    ensure_jwt_secret(app)
+    configure_logging(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+    jwt.init_app(app)
+    limiter.init_app(app)
+    api.init_app(app)
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    for module in (auth, book_requests, reports, users, health):
+        api.register_blueprint(module.blp)
+    # registered after flask-smorest's own handler, so ours gives every error its shape
+    register_error_handlers(app)
+    celery_init_app(app)
+    register_commands(app)
+    if app.config["AUTO_MIGRATE"]:
+        ensure_schema(app)
+    return app
+
+
+def configure_logging(app):
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+@event.listens_for(Engine, "connect")
+def tune_sqlite(dbapi_connection, connection_record):
+    # WAL lets readers and a writer work at once; busy_timeout waits instead of failing
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+@contextlib.contextmanager
+def migration_lock(app):
+    """Hold a lock so that processes starting together migrate one at a time."""
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(727001)"))
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(727001)"))
+                conn.commit()
+        return
+    try:
+        import fcntl
+    except ImportError:  # native Windows has no fcntl; a single process is assumed there
+        yield
+        return
+    with open(os.path.join(app.instance_path, ".migrate.lock"), "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def ensure_schema(app):
+    """Bring the database schema up to date, so a fresh checkout works on first start."""
+    from flask_migrate import upgrade
+
+    with app.app_context(), migration_lock(app):
+        upgrade(directory=MIGRATIONS)
+
+
+def register_commands(app):
+    @app.cli.command("create-admin")
+    @click.option("--username", required=True)
+    @click.option("--email", required=True)
+    @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+    def create_admin(username, email, password_stdin):
+        """Create a librarian account, or promote an existing user to librarian."""
+        user = db.session.scalar(select(User).where(User.username == username))
+        if user is not None:
+            user.change_role("admin")
+            click.echo(f"{username} is now a librarian.")
+            return
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        if not 8 <= len(password) <= 128:
+            raise click.ClickException("The password must be 8 to 128 characters long.")
+        from schemas import RegisterSchema
+
+        errors = RegisterSchema().validate(
+            {"username": username, "email": email, "password": password}
+        )
+        if errors:
+            raise click.ClickException(f"Invalid account: {errors}")
+        try:
+            User.register(username, email.lower(), password, role="admin")
+        except Exception as exc:
+            message = getattr(exc, "data", {}).get("message") or str(exc)
+            raise click.ClickException(message) from exc
+        click.echo(f"Librarian {username} created.")
+
+
+if __name__ == "__main__":
+    # the debugger runs arbitrary code for whoever reaches it: only on explicit request
+    debug = os.environ.get("FLASK_DEBUG", "").lower() in {"1", "true", "yes", "on"}
+    create_app().run(
+        host=os.environ.get("FLASK_RUN_HOST", "127.0.0.1"),
+        port=int(os.environ.get("FLASK_RUN_PORT", "5000")),
+        debug=debug,
+    )

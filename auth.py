@@ -1,0 +1,164 @@
+"""Accounts and JWT sessions: register, login, refresh, logout, me, and the token rules."""
+
+from functools import wraps
+
+from flask import current_app
+from flask.views import MethodView
+from flask_jwt_extended import (
+    create_access_token,
+    create_refresh_token,
+    current_user,
+    get_jwt,
+    jwt_required,
+)
+from flask_smorest import Blueprint, abort
+
+from errors import error_response
+from extensions import BEARER, jwt, limiter
+from models import RevokedToken, User, db
+from schemas import (
+    LoginSchema,
+    MessageSchema,
+    RegisterSchema,
+    TokenSchema,
+    UserSchema,
+)
+
+blp = Blueprint("auth", __name__, description="Accounts and tokens")
+
+
+def admin_required(view):
+    """Let only librarians through; the role is the one in the database now."""
+
+    @wraps(view)
+    @jwt_required()
+    def wrapper(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403, message="Only librarians may do this.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def access_token_for(user):
+    # the subject must be a string: PyJWT >= 2.10 rejects an integer `sub`
+    return create_access_token(identity=str(user.id), additional_claims={"role": user.role})
+
+
+def expires_in():
+    return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+
+
+@blp.route("/register")
+class Register(MethodView):
+    decorators = [limiter.limit(lambda: current_app.config["REGISTER_RATE_LIMIT"])]
+
+    @blp.arguments(RegisterSchema)
+    @blp.response(201, UserSchema)
+    def post(self, data):
+        """Create a patron account"""
+        return User.register(data["username"], data["email"], data["password"])
+
+
+@blp.route("/login")
+class Login(MethodView):
+    decorators = [limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"])]
+
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenSchema)
+    def post(self, data):
+        """Exchange a username (or email) and password for tokens"""
+        user = User.authenticate(data["username"], data["password"])
+        if user is None:
+            abort(
+                401, message="Wrong username or password.", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return {
+            "access_token": access_token_for(user),
+            "refresh_token": create_refresh_token(identity=str(user.id)),
+            "token_type": "Bearer",
+            "expires_in": expires_in(),
+        }
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @jwt_required(refresh=True)
+    @blp.response(200, TokenSchema)
+    @blp.doc(security=BEARER)
+    def post(self):
+        """Exchange a refresh token for a new access token"""
+        return {
+            "access_token": access_token_for(current_user),
+            "token_type": "Bearer",
+            "expires_in": expires_in(),
+        }
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @jwt_required(verify_type=False)
+    @blp.response(200, MessageSchema)
+    @blp.doc(security=BEARER)
+    def post(self):
+        """Revoke the presented access or refresh token"""
+        RevokedToken.revoke(get_jwt())
+        return {"message": "Logged out."}
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @jwt_required()
+    @blp.response(200, UserSchema)
+    @blp.doc(security=BEARER)
+    def get(self):
+        """Show the account the token belongs to"""
+        return current_user
+
+
+def unauthorized(message):
+    return error_response(401, message, {"WWW-Authenticate": "Bearer"})
+
+
+@jwt.user_lookup_loader
+def load_user(jwt_header, jwt_data):
+    # a malformed subject is an invalid token, not a server error
+    subject = jwt_data.get("sub")
+    if not isinstance(subject, str) or not subject.isdigit():
+        return None
+    return db.session.get(User, int(subject))
+
+
+@jwt.token_in_blocklist_loader
+def token_is_revoked(jwt_header, jwt_data):
+    return RevokedToken.is_revoked(jwt_data.get("jti", ""))
+
+
+@jwt.unauthorized_loader
+def missing_token(reason):
+    return unauthorized(f"Missing or malformed Authorization header: {reason}")
+
+
+@jwt.invalid_token_loader
+def invalid_token(reason):
+    return unauthorized(f"Invalid token: {reason}")
+
+
+@jwt.expired_token_loader
+def expired_token(jwt_header, jwt_data):
+    return unauthorized("The token has expired.")
+
+
+@jwt.revoked_token_loader
+def revoked_token(jwt_header, jwt_data):
+    return unauthorized("The token has been revoked.")
+
+
+@jwt.user_lookup_error_loader
+def unknown_user(jwt_header, jwt_data):
+    return unauthorized("The token's account no longer exists.")
+
+
+@jwt.token_verification_failed_loader
+def failed_verification(jwt_header, jwt_data):
+    return unauthorized("The token failed verification.")

@@ -1,0 +1,121 @@
+"""Book requests: patrons create, list and cancel them; librarians approve, reject and return."""
+
+from flask.views import MethodView
+from flask_jwt_extended import current_user, jwt_required
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from auth import admin_required
+from extensions import BEARER
+from models import BookRequest, db, paginate
+from schemas import (
+    BookRequestCreateSchema,
+    BookRequestQuerySchema,
+    BookRequestSchema,
+    RejectSchema,
+    page_schema,
+)
+
+blp = Blueprint("book_requests", __name__, description="Book requests and the librarian workflow")
+
+
+def get_book_request(request_id):
+    """Return the request if the caller may see it; someone else's is 404, like a missing one."""
+    book_request = db.session.get(BookRequest, request_id)
+    if book_request is None or (
+        book_request.user_id != current_user.id and not current_user.is_admin
+    ):
+        abort(404, message=f"Book request {request_id} not found.")
+    return book_request
+
+
+def create_book_request(data):
+    book_request = BookRequest.create(current_user, **data)
+    return book_request, 201, {"Location": f"/requests/{book_request.id}"}
+
+
+@blp.route("/requests")
+class BookRequests(MethodView):
+    @jwt_required()
+    @blp.arguments(BookRequestQuerySchema, location="query")
+    @blp.response(200, page_schema(BookRequestSchema))
+    @blp.doc(security=BEARER)
+    def get(self, args):
+        """List your requests, newest first (librarians see everyone's)"""
+        query = select(BookRequest).order_by(BookRequest.id.desc())
+        if not current_user.is_admin:
+            query = query.where(BookRequest.user_id == current_user.id)
+        elif "user_id" in args:
+            query = query.where(BookRequest.user_id == args["user_id"])
+        if "status" in args:
+            query = query.where(BookRequest.status == args["status"])
+        return paginate(query, args["page"], args["per_page"])
+
+    @jwt_required()
+    @blp.arguments(BookRequestCreateSchema)
+    @blp.response(201, BookRequestSchema)
+    @blp.doc(security=BEARER)
+    def post(self, data):
+        """Request a book"""
+        return create_book_request(data)
+
+
+@blp.route("/request-book")
+class RequestBook(MethodView):
+    @jwt_required()
+    @blp.arguments(BookRequestCreateSchema)
+    @blp.response(201, BookRequestSchema)
+    @blp.doc(security=BEARER)
+    def post(self, data):
+        """Request a book (the tutorial's path; same as POST /requests)"""
+        return create_book_request(data)
+
+
+@blp.route("/requests/<int:request_id>")
+class BookRequestDetail(MethodView):
+    @jwt_required()
+    @blp.response(200, BookRequestSchema)
+    @blp.doc(security=BEARER)
+    def get(self, request_id):
+        """Show one request"""
+        return get_book_request(request_id)
+
+
+@blp.route("/requests/<int:request_id>/cancel", methods=["POST"])
+@jwt_required()
+@blp.response(200, BookRequestSchema)
+@blp.doc(security=BEARER)
+def cancel_request(request_id):
+    """Cancel your own pending request"""
+    book_request = get_book_request(request_id)
+    if book_request.user_id != current_user.id:
+        abort(403, message="Only the patron who made a request may cancel it.")
+    return book_request.apply("cancel", current_user)
+
+
+@blp.route("/requests/<int:request_id>/approve", methods=["POST"])
+@admin_required
+@blp.response(200, BookRequestSchema)
+@blp.doc(security=BEARER)
+def approve_request(request_id):
+    """Approve a pending request; the loan is due in LOAN_DAYS days"""
+    return get_book_request(request_id).apply("approve", current_user)
+
+
+@blp.route("/requests/<int:request_id>/reject", methods=["POST"])
+@admin_required
+@blp.arguments(RejectSchema)
+@blp.response(200, BookRequestSchema)
+@blp.doc(security=BEARER)
+def reject_request(data, request_id):
+    """Reject a pending request, giving a reason"""
+    return get_book_request(request_id).apply("reject", current_user, reason=data["reason"])
+
+
+@blp.route("/requests/<int:request_id>/return", methods=["POST"])
+@admin_required
+@blp.response(200, BookRequestSchema)
+@blp.doc(security=BEARER)
+def return_request(request_id):
+    """Mark an approved request's book as returned"""
+    return get_book_request(request_id).apply("return", current_user)

@@ -1,0 +1,189 @@
+"""Configuration defaults, read from the environment, `.env` and `instance/config.py`."""
+
+import os
+import secrets
+import sys
+import time
+from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from celery.schedules import crontab
+from dotenv import load_dotenv
+
+# `flask` loads .env itself; gunicorn, celery and `python app.py` do not
+load_dotenv()
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def env_bool(name, default):
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in TRUE_WORDS
+
+
+def env_int(name, default):
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def redis_db_url(base_url, db):
+    """Return `base_url` pointing at Redis database number `db`."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def database_url(instance_path):
+    """Return the SQLAlchemy URL, mapping plain PostgreSQL URLs to the psycopg 3 driver."""
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{os.path.join(instance_path, 'library.db')}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def celery_config(redis_url):
+    """Return the Celery settings: reliable delivery, and a publish that never hangs."""
+    broker_url = os.environ.get("CELERY_BROKER_URL") or redis_db_url(redis_url, 1)
+    return {
+        "broker_url": broker_url,
+        "result_backend": os.environ.get("CELERY_RESULT_BACKEND") or redis_db_url(redis_url, 2),
+        # the Report row is the record of a job, so task results are not kept
+        "task_ignore_result": True,
+        # a task is acknowledged after it ran, so a dead worker's task is delivered again
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # .delay() on a dead broker gives up within about two seconds; the sweeper retries
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.3,
+            "interval_max": 0.5,
+        },
+        "broker_connection_timeout": 1,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "socket_timeout": 2,
+            "socket_connect_timeout": 1,
+            "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+        },
+        "redis_socket_timeout": 2,
+        "redis_socket_connect_timeout": 1,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "requeue-stale-reports": {
+                "task": "tasks.requeue_stale_reports",
+                "schedule": timedelta(seconds=env_int("SWEEP_INTERVAL_SECONDS", 60)),
+            },
+            "send-monthly-reports": {
+                "task": "tasks.send_monthly_reports",
+                "schedule": crontab(minute=0, hour=6, day_of_month=1),
+            },
+            "send-overdue-reminders": {
+                "task": "tasks.send_overdue_reminders",
+                "schedule": crontab(minute=0, hour=8),
+            },
+            "purge-revoked-tokens": {
+                "task": "tasks.purge_revoked_tokens",
+                "schedule": crontab(minute=30, hour=3),
+            },
+        },
+    }
+
+
+def default_config(instance_path):
+    """Return every setting with its default, overridden from the environment."""
+    redis_url = os.environ.get("REDIS_URL") or "redis://localhost:6379"
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": redis_url,
+        "CELERY": celery_config(redis_url),
+        "AUTO_MIGRATE": env_bool("AUTO_MIGRATE", True),
+        # bodies over 1 MiB are refused with 413 before they are read
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY"),
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=env_int("JWT_ACCESS_TOKEN_EXPIRES", 900)),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(
+            seconds=env_int("JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600)
+        ),
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ALGORITHM": "HS256",
+        "RATELIMIT_ENABLED": env_bool("RATELIMIT_ENABLED", True),
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI")
+        or redis_db_url(redis_url, 3),
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        "RATELIMIT_HEADERS_ENABLED": True,
+        # a dead Redis must not take logins down: fall back to per-process counting
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT") or "10 per minute",
+        "REGISTER_RATE_LIMIT": os.environ.get("REGISTER_RATE_LIMIT") or "10 per minute",
+        "EXPORT_RATE_LIMIT": os.environ.get("EXPORT_RATE_LIMIT") or "30 per hour",
+        "LOAN_DAYS": env_int("LOAN_DAYS", 14),
+        "MAX_PENDING_REQUESTS": env_int("MAX_PENDING_REQUESTS", 20),
+        "REPORT_CHUNK_BYTES": env_int("REPORT_CHUNK_BYTES", 256 * 1024),
+        "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 120),
+        "REPORT_REQUEUE_SECONDS": env_int("REPORT_REQUEUE_SECONDS", 60),
+        "REPORT_MAX_ATTEMPTS": env_int("REPORT_MAX_ATTEMPTS", 5),
+        "MAIL_BACKEND": os.environ.get("MAIL_BACKEND") or "console",
+        "MAIL_SERVER": os.environ.get("MAIL_SERVER") or "localhost",
+        "MAIL_PORT": env_int("MAIL_PORT", 25),
+        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME"),
+        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD"),
+        "MAIL_USE_TLS": env_bool("MAIL_USE_TLS", False),
+        "MAIL_DEFAULT_SENDER": os.environ.get("MAIL_DEFAULT_SENDER") or "library@localhost",
+        "MAIL_MAX_ATTACHMENT_BYTES": env_int("MAIL_MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024),
+        "MAIL_OUTBOX": os.path.join(instance_path, "outbox"),
+        "API_TITLE": "Library book requests",
+        "API_VERSION": "1.0",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "/docs",
+        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    }
+
+
+def is_production():
+    """Tell whether this process serves real traffic: APP_ENV says so, or gunicorn runs it."""
+    app_env = os.environ.get("APP_ENV")
+    if app_env:
+        return app_env.lower() == "production"
+    return os.path.basename(sys.argv[0]).startswith("gunicorn")
+
+
+def ensure_jwt_secret(app):
+    """Use the configured JWT secret, or in development one generated once into `instance/`."""
+    if app.config.get("JWT_SECRET_KEY"):
+        return
+    if is_production() and not (app.debug or app.testing):
+        raise SystemExit(
+            "JWT_SECRET_KEY is not set: export a long random value "
+            '(python -c "import secrets; print(secrets.token_urlsafe(48))") before starting.'
+        )
+    path = os.path.join(app.instance_path, "jwt-secret")
+    try:
+        # O_EXCL: when several processes start at once, exactly one writes the secret
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        app.config["JWT_SECRET_KEY"] = read_secret_file(path)
+        return
+    secret = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="utf-8") as secret_file:
+        secret_file.write(secret)
+    app.config["JWT_SECRET_KEY"] = secret
+
+
+def read_secret_file(path):
+    """Read the generated secret, waiting briefly while another process is still writing it."""
+    for _ in range(50):
+        with open(path, encoding="utf-8") as secret_file:
+            secret = secret_file.read().strip()
+        if secret:
+            return secret
+        time.sleep(0.02)
+    raise SystemExit(f"{path} is empty: delete it and start again.")

@@ -1,0 +1,110 @@
+"""Report exports: record and enqueue one, follow its progress, download the result."""
+
+from flask import Response, current_app, stream_with_context
+from flask.views import MethodView
+from flask_jwt_extended import current_user, get_jwt_identity, jwt_required
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from extensions import BEARER, limiter
+from models import Report, db, paginate
+from schemas import (
+    DownloadArgsSchema,
+    ExportArgsSchema,
+    PageArgsSchema,
+    ReportSchema,
+    page_schema,
+)
+from tasks import enqueue_report
+
+blp = Blueprint("reports", __name__, description="Report exports, built by the Celery worker")
+
+CONTENT_TYPES = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8"}
+
+
+def current_user_key():
+    return f"user:{get_jwt_identity()}"
+
+
+def get_report(report_id):
+    """Return the report if the caller may see it; someone else's is 404, like a missing one."""
+    report = db.session.get(Report, report_id)
+    if report is None or (report.user_id != current_user.id and not current_user.is_admin):
+        abort(404, message=f"Report {report_id} not found.")
+    return report
+
+
+def export_report(month):
+    report = Report.start(current_user, month)
+    # the row is committed first: if the broker is down, the sweeper enqueues it later
+    enqueue_report(report)
+    return report, 202, {"Location": f"/reports/{report.id}"}
+
+
+@blp.route("/export-report")
+class ExportReport(MethodView):
+    # jwt_required runs first (it is last here), so the limit can be counted per user
+    decorators = [
+        limiter.limit(lambda: current_app.config["EXPORT_RATE_LIMIT"], key_func=current_user_key),
+        jwt_required(),
+    ]
+
+    @blp.arguments(ExportArgsSchema, location="query")
+    @blp.response(202, ReportSchema)
+    @blp.doc(security=BEARER)
+    def get(self, args):
+        """Export a report of your requests (optional month=YYYY-MM)"""
+        return export_report(args["month"])
+
+    @blp.arguments(ExportArgsSchema, location="query")
+    @blp.arguments(ExportArgsSchema)
+    @blp.response(202, ReportSchema)
+    @blp.doc(security=BEARER)
+    def post(self, query_args, body_args):
+        """Export a report of your requests (month in the body or the query)"""
+        return export_report(body_args["month"] or query_args["month"])
+
+
+@blp.route("/reports")
+class Reports(MethodView):
+    @jwt_required()
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, page_schema(ReportSchema))
+    @blp.doc(security=BEARER)
+    def get(self, args):
+        """List your reports, newest first (librarians see everyone's)"""
+        query = select(Report).order_by(Report.created_at.desc(), Report.id)
+        if not current_user.is_admin:
+            query = query.where(Report.user_id == current_user.id)
+        return paginate(query, args["page"], args["per_page"])
+
+
+@blp.route("/reports/<report_id>")
+class ReportDetail(MethodView):
+    @jwt_required()
+    @blp.response(200, ReportSchema)
+    @blp.doc(security=BEARER)
+    def get(self, report_id):
+        """Show a report's status and progress"""
+        return get_report(report_id)
+
+
+@blp.route("/reports/<report_id>/download")
+class ReportDownload(MethodView):
+    @jwt_required()
+    @blp.arguments(DownloadArgsSchema, location="query")
+    @blp.response(200, description="the report file, as an attachment")
+    @blp.doc(security=BEARER)
+    def get(self, args, report_id):
+        """Download a finished report as HTML or CSV"""
+        report = get_report(report_id)
+        if not report.is_done:
+            abort(409, message=f"Report {report_id} is {report.status}, not done yet.")
+        kind = args["format"]
+        size = report.html_size if kind == "html" else report.csv_size
+        headers = {
+            "Content-Disposition": f'attachment; filename="report-{report.id}.{kind}"',
+            "Content-Length": str(size),
+        }
+        body = stream_with_context(report.read_chunks(kind))
+        return Response(body, headers=headers, content_type=CONTENT_TYPES[kind])

@@ -1,0 +1,180 @@
+"""Marshmallow schemas for every request body, query string and response."""
+
+import re
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate
+
+from models import REQUEST_STATUSES
+
+# tab, newline and carriage return are the only control characters text may carry
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+LINE_BREAKS = re.compile(r"[\t\n\r]")
+
+
+class Text(fields.String):
+    """A string that is trimmed and refuses control characters (PostgreSQL rejects NUL)."""
+
+    def __init__(self, *args, multiline=False, **kwargs):
+        self.multiline = multiline
+        super().__init__(*args, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if CONTROL_CHARACTERS.search(text) or (not self.multiline and LINE_BREAKS.search(text)):
+            raise ValidationError("Must not contain control characters.")
+        return text
+
+
+class ErrorSchema(Schema):
+    code = fields.Int(metadata={"description": "HTTP status code"})
+    status = fields.Str(metadata={"description": "HTTP reason phrase"})
+    message = fields.Str()
+    errors = fields.Dict(metadata={"description": "validation details, by location and field"})
+
+
+class PageArgsSchema(Schema):
+    page = fields.Int(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    per_page = fields.Int(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+def page_schema(item_schema):
+    """Return the schema of a page envelope holding `item_schema` items."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item_schema)),
+            "page": fields.Int(),
+            "per_page": fields.Int(),
+            "total": fields.Int(),
+            "pages": fields.Int(),
+        },
+        name=f"{item_schema.__name__.removesuffix('Schema')}PageSchema",
+    )
+
+
+class RegisterSchema(Schema):
+    username = fields.Str(
+        required=True,
+        validate=[
+            validate.Length(min=3, max=80),
+            validate.Regexp(
+                r"^[A-Za-z0-9_.-]+$", error="Use only letters, digits, '_', '.' and '-'."
+            ),
+        ],
+    )
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.Str(required=True, load_only=True, validate=validate.Length(min=8, max=128))
+
+    @post_load
+    def normalise_email(self, data, **kwargs):
+        data["email"] = data["email"].lower()
+        return data
+
+
+class LoginSchema(Schema):
+    username = fields.Str(
+        required=True,
+        validate=validate.Length(min=1, max=254),
+        metadata={"description": "username or email"},
+    )
+    password = fields.Str(required=True, load_only=True, validate=validate.Length(min=1, max=128))
+
+
+class TokenSchema(Schema):
+    access_token = fields.Str()
+    refresh_token = fields.Str()
+    token_type = fields.Str()
+    expires_in = fields.Int(metadata={"description": "seconds until the access token expires"})
+
+
+class MessageSchema(Schema):
+    message = fields.Str()
+
+
+class UserSchema(Schema):
+    id = fields.Int(dump_only=True)
+    username = fields.Str(dump_only=True)
+    email = fields.Str(dump_only=True)
+    role = fields.Str(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+
+
+class RoleSchema(Schema):
+    role = fields.Str(required=True, validate=validate.OneOf(["user", "admin"]))
+
+
+class BookRequestCreateSchema(Schema):
+    book_name = Text(required=True, validate=validate.Length(min=1, max=200))
+    author = Text(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    note = Text(
+        load_default=None, allow_none=True, multiline=True, validate=validate.Length(max=500)
+    )
+
+
+class BookRequestSchema(Schema):
+    id = fields.Int()
+    user_id = fields.Int()
+    book_name = fields.Str()
+    author = fields.Str(allow_none=True)
+    note = fields.Str(allow_none=True)
+    status = fields.Str()
+    request_date = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
+    decided_by = fields.Int(allow_none=True)
+    reason = fields.Str(allow_none=True)
+    due_date = fields.DateTime(allow_none=True)
+    returned_at = fields.DateTime(allow_none=True)
+
+
+class BookRequestQuerySchema(PageArgsSchema):
+    status = fields.Str(validate=validate.OneOf(REQUEST_STATUSES))
+    user_id = fields.Int(
+        validate=validate.Range(min=1, max=2**31 - 1),
+        metadata={"description": "librarians only"},
+    )
+
+
+class RejectSchema(Schema):
+    reason = Text(required=True, multiline=True, validate=validate.Length(min=1, max=500))
+
+
+MONTH = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Use the form YYYY-MM.")
+
+
+class ExportArgsSchema(Schema):
+    month = fields.Str(load_default=None, allow_none=True, validate=MONTH)
+
+
+class DownloadArgsSchema(Schema):
+    format = fields.Str(load_default="html", validate=validate.OneOf(["html", "csv"]))
+
+
+class ReportSchema(Schema):
+    id = fields.Str()
+    user_id = fields.Int()
+    status = fields.Str()
+    month = fields.Str(allow_none=True)
+    progress = fields.Float()
+    row_count = fields.Int(allow_none=True)
+    attempts = fields.Int()
+    error = fields.Str(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    emailed_at = fields.DateTime(allow_none=True)
+    status_url = fields.Method("get_status_url")
+    download_urls = fields.Method("get_download_urls")
+
+    def get_status_url(self, report):
+        return f"/reports/{report.id}"
+
+    def get_download_urls(self, report):
+        if not report.is_done:
+            return {}
+        base = f"/reports/{report.id}/download?format="
+        return {"html": base + "html", "csv": base + "csv"}
+
+
+class HealthSchema(Schema):
+    status = fields.Str()
+    database = fields.Str()
+    broker = fields.Str()

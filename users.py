@@ -1,0 +1,38 @@
+"""Librarian-only account administration: list users and change roles."""
+
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from auth import admin_required
+from extensions import BEARER
+from models import User, db, paginate
+from schemas import PageArgsSchema, RoleSchema, UserSchema, page_schema
+
+blp = Blueprint("users", __name__, description="Accounts (librarians only)")
+
+
+@blp.route("/users")
+class Users(MethodView):
+    @admin_required
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, page_schema(UserSchema))
+    @blp.doc(security=BEARER)
+    def get(self, args):
+        """List every account"""
+        return paginate(select(User).order_by(User.id), args["page"], args["per_page"])
+
+
+@blp.route("/users/<int:user_id>")
+class UserDetail(MethodView):
+    @admin_required
+    @blp.arguments(RoleSchema)
+    @blp.response(200, UserSchema)
+    @blp.doc(security=BEARER)
+    def patch(self, data, user_id):
+        """Change an account's role"""
+        user = db.session.get(User, user_id)
+        if user is None:
+            abort(404, message=f"User {user_id} not found.")
+        user.change_role(data["role"])
+        return user
