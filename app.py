@@ -15,7 +15,6 @@ import book_requests
 import health
 import reports
 import users
-from celery_worker import celery_init_app
 from config import default_config, ensure_jwt_secret
 from errors import register_error_handlers
 from extensions import api, jwt, limiter, migrate
@@ -50,6 +49,9 @@ def create_app(test_config=None):
         api.register_blueprint(module.blp)
     # registered after flask-smorest's own handler, so ours gives every error its shape
     register_error_handlers(app)
+    # imported here, not at the top: celery_worker imports this module to build celery_app
+    from celery_worker import celery_init_app
+
     celery_init_app(app)
     register_commands(app)
     if app.config["AUTO_MIGRATE"]:

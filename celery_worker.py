@@ -5,6 +5,8 @@ Start a worker with `celery -A celery_worker.celery_app worker --loglevel=info`.
 
 from celery import Celery, Task
 
+from app import create_app
+
 
 class FlaskTask(Task):
     """A task that always runs inside the Flask application context."""
@@ -27,11 +29,9 @@ def celery_init_app(app):
 
 
 def __getattr__(name):
-    # `celery_app` is built on first use rather than at import, so that `app` can import
-    # this module (for celery_init_app) without the two modules importing each other
+    # `celery_app` is built on first use, not at import: the API imports this module for
+    # celery_init_app and must not build a second Flask app as a side effect
     if name == "celery_app":
-        from app import create_app
-
         celery_app = create_app().extensions["celery"]
         globals()["celery_app"] = celery_app
         return celery_app

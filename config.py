@@ -72,7 +72,6 @@ def celery_config(redis_url):
         },
         "redis_socket_timeout": 2,
         "redis_socket_connect_timeout": 1,
-        "worker_hijack_root_logger": False,
         "beat_schedule": {
             "requeue-stale-reports": {
                 "task": "tasks.requeue_stale_reports",

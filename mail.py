@@ -67,8 +67,13 @@ def print_to_console(message, text, attachments):
     # the worker terminal shows the mail, without pages of base64 attachments
     names = ", ".join(f"{name} ({len(data)} bytes)" for name, data, _ in attachments) or "none"
     rule = "-" * 72
-    print(
-        f"{rule}\nFrom: {message['From']}\nTo: {message['To']}\n"
-        f"Subject: {message['Subject']}\nAttachments: {names}\n\n{text}\n{rule}",
-        flush=True,
+    log.info(
+        "mail (MAIL_BACKEND=console)\n%s\nFrom: %s\nTo: %s\nSubject: %s\nAttachments: %s\n\n%s\n%s",
+        rule,
+        message["From"],
+        message["To"],
+        message["Subject"],
+        names,
+        text,
+        rule,
     )

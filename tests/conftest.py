@@ -1,0 +1,213 @@
+"""Fixtures: a private Redis, a throwaway database (SQLite, and PostgreSQL when
+TEST_DATABASE_URL is set), the app, a client, an `auth` helper, and real workers on demand."""
+
+import os
+import secrets
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from tests.servers import RedisServer, start_gunicorn, start_smtp, start_worker
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    controller, sink = start_smtp()
+    yield controller, sink
+    controller.stop()
+
+
+def create_postgres_database():
+    """Create a database of its own on TEST_DATABASE_URL's server; return its URL."""
+    server_url = make_url(os.environ["TEST_DATABASE_URL"])
+    name = f"library_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_dsn(server_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, server_url.set(drivername="postgresql+psycopg", database=name)
+
+
+def drop_postgres_database(name):
+    server_url = make_url(os.environ["TEST_DATABASE_URL"])
+    with psycopg.connect(admin_dsn(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def admin_dsn(url):
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'library.db'}"
+        return
+    name, url = create_postgres_database()
+    yield url.render_as_string(hide_password=False)
+    drop_postgres_database(name)
+
+
+@pytest.fixture(scope="session")
+def service_env(database_url, redis_server, smtp_server, tmp_path_factory):
+    """Environment shared by the in-process app and every server the tests start."""
+    controller, _ = smtp_server
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_server.url,
+        "JWT_SECRET_KEY": secrets.token_urlsafe(32),
+        "MAIL_BACKEND": "smtp",
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": str(controller.port),
+        "LOGIN_RATE_LIMIT": "10000 per minute",
+        "REGISTER_RATE_LIMIT": "10000 per minute",
+        "EXPORT_RATE_LIMIT": "10000 per minute",
+        "REPORT_STALE_SECONDS": "4",
+        "REPORT_REQUEUE_SECONDS": "1",
+        "APP_ENV": "testing",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    yield dict(os.environ)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def app(service_env):
+    from app import create_app
+
+    app = create_app({"TESTING": True})
+    yield app
+    from models import db
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request, app):
+    """Empty every table and the rate-limit counters, so each test starts from nothing."""
+    from extensions import limiter
+    from models import db
+
+    yield
+    with app.app_context():
+        db.session.rollback()
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(delete(table))
+        db.session.commit()
+        limiter.reset()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def app_context(app):
+    with app.app_context():
+        yield
+
+
+class AuthActions:
+    """Register, log in and build Authorization headers the way a client would."""
+
+    def __init__(self, client, app):
+        self.client = client
+        self.app = app
+        self.counter = 0
+
+    def register(self, username=None, password="correct horse", email=None, role="user"):
+        self.counter += 1
+        username = username or f"patron{self.counter}_{uuid.uuid4().hex[:6]}"
+        email = email or f"{username}@example.org"
+        response = self.client.post(
+            "/register", json={"username": username, "email": email, "password": password}
+        )
+        assert response.status_code == 201, response.json
+        user = response.json
+        if role == "admin":
+            from models import User, db
+
+            with self.app.app_context():
+                db.session.get(User, user["id"]).role = "admin"
+                db.session.commit()
+            user["role"] = "admin"
+        user["password"] = password
+        return user
+
+    def login(self, user):
+        response = self.client.post(
+            "/login", json={"username": user["username"], "password": user["password"]}
+        )
+        assert response.status_code == 200, response.json
+        return response.json
+
+    def headers(self, user=None, role="user"):
+        user = user or self.register(role=role)
+        return {"Authorization": f"Bearer {self.login(user)['access_token']}"}
+
+    def patron(self):
+        user = self.register()
+        return user, self.headers(user)
+
+    def librarian(self):
+        user = self.register(role="admin")
+        return user, self.headers(user)
+
+
+@pytest.fixture
+def auth(client, app):
+    return AuthActions(client, app)
+
+
+@pytest.fixture(scope="session")
+def worker_factory(service_env, tmp_path_factory):
+    """Start Celery workers on demand; every one still running is killed at the end."""
+    started = []
+    logs = tmp_path_factory.mktemp("workers")
+
+    def start(**kwargs):
+        worker = start_worker(service_env, logs / f"worker-{len(started)}.log", **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(worker_factory):
+    return worker_factory()
+
+
+@pytest.fixture(scope="session")
+def live_server(service_env, tmp_path_factory):
+    """The real app under gunicorn with several workers, for real HTTP and races."""
+    server = start_gunicorn(service_env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    yield server
+    server.kill()
+    assert "Traceback" not in server.log(), server.log()

@@ -1,0 +1,151 @@
+"""Real servers the tests run against: a private redis-server, a Celery worker, gunicorn, SMTP."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from email import message_from_bytes, policy
+
+import redis
+import requests
+from aiosmtpd.controller import Controller
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port that can be stopped and started again."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.workdir = workdir
+        self.process = None
+        self.url = f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self.ping, what="redis-server")
+
+    def ping(self):
+        try:
+            return redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class ManagedProcess:
+    """A child process with its output in a log file, killed at the end."""
+
+    def __init__(self, args, env, log_path):
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.process = None
+
+    def start(self):
+        self.log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as log_file:
+            return log_file.read()
+
+    def kill(self, sig=signal.SIGKILL):
+        """Send `sig` to the whole process group (a worker's children too) and reap it."""
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+
+
+def start_worker(env, log_path, concurrency=1):
+    worker = ManagedProcess(
+        [os.path.join(BIN, "celery"), "-A", "celery_worker.celery_app", "worker",
+         "--loglevel=info", f"--concurrency={concurrency}", "--without-gossip",
+         "--without-mingle", "-n", f"test-{os.getpid()}-{free_port()}@%h"],
+        env, log_path,
+    ).start()
+    wait_for(lambda: "ready." in worker.log() or worker.process.poll() is not None,
+             timeout=60, what="celery worker")
+    if worker.process.poll() is not None:
+        raise RuntimeError(f"worker died at start:\n{worker.log()}")
+    return worker
+
+
+def start_gunicorn(env, log_path, workers=2):
+    port = free_port()
+    server = ManagedProcess(
+        [os.path.join(BIN, "gunicorn"), "--workers", str(workers), "--bind",
+         f"127.0.0.1:{port}", "app:create_app()"],
+        env, log_path,
+    ).start()
+    server.url = f"http://127.0.0.1:{port}"
+
+    def up():
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gunicorn died at start:\n{server.log()}")
+        try:
+            return requests.get(server.url + "/openapi.json", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, timeout=60, what="gunicorn")
+    return server
+
+
+class MailSink:
+    """An aiosmtpd handler that keeps every message it receives."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+def start_smtp():
+    sink = MailSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    return controller, sink
