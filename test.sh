@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the test suite: sets up what it needs, then pytest (extra arguments go to pytest).
+# The suite starts its own redis-server on a free port; it never touches your Redis.
+# Set TEST_DATABASE_URL=postgresql://... to run every test on PostgreSQL as well as SQLite.
+set -euo pipefail
+source "$(dirname "$0")/scripts/bootstrap.sh"
+say "Running ruff"
+ruff check .
+ruff format --check .
+say "Running the tests"
+exec python -m pytest "$@"
