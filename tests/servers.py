@@ -43,8 +43,19 @@ class RedisServer:
 
     def start(self):
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
         )
         wait_for(self.ping, what="redis-server")
@@ -73,7 +84,11 @@ class ManagedProcess:
     def start(self):
         self.log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.args, cwd=ROOT, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT,
+            self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
@@ -100,13 +115,26 @@ class ManagedProcess:
 
 def start_worker(env, log_path, concurrency=1):
     worker = ManagedProcess(
-        [os.path.join(BIN, "celery"), "-A", "celery_worker.celery_app", "worker",
-         "--loglevel=info", f"--concurrency={concurrency}", "--without-gossip",
-         "--without-mingle", "-n", f"test-{os.getpid()}-{free_port()}@%h"],
-        env, log_path,
+        [
+            os.path.join(BIN, "celery"),
+            "-A",
+            "celery_worker.celery_app",
+            "worker",
+            "--loglevel=info",
+            f"--concurrency={concurrency}",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{os.getpid()}-{free_port()}@%h",
+        ],
+        env,
+        log_path,
     ).start()
-    wait_for(lambda: "ready." in worker.log() or worker.process.poll() is not None,
-             timeout=60, what="celery worker")
+    wait_for(
+        lambda: "ready." in worker.log() or worker.process.poll() is not None,
+        timeout=60,
+        what="celery worker",
+    )
     if worker.process.poll() is not None:
         raise RuntimeError(f"worker died at start:\n{worker.log()}")
     return worker
@@ -115,9 +143,16 @@ def start_worker(env, log_path, concurrency=1):
 def start_gunicorn(env, log_path, workers=2):
     port = free_port()
     server = ManagedProcess(
-        [os.path.join(BIN, "gunicorn"), "--workers", str(workers), "--bind",
-         f"127.0.0.1:{port}", "app:create_app()"],
-        env, log_path,
+        [
+            os.path.join(BIN, "gunicorn"),
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "app:create_app()",
+        ],
+        env,
+        log_path,
     ).start()
     server.url = f"http://127.0.0.1:{port}"
 

@@ -47,8 +47,10 @@ def test_password_is_stored_as_argon2id(app, auth):
         ({"username": "okname", "email": "a@b.org", "password": "p" * 129}, "password"),
         ({"username": "okname", "email": "a@b.org"}, "password"),
         ({"username": 12345, "email": "a@b.org", "password": "password1"}, "username"),
-        ({"username": "okname", "email": "a@b.org", "password": "password1", "role": "admin"},
-         "role"),
+        (
+            {"username": "okname", "email": "a@b.org", "password": "password1", "role": "admin"},
+            "role",
+        ),
         ({"username": "okname", "email": "a@b.org", "password": "password1", "id": 1}, "id"),
     ],
 )
@@ -65,10 +67,12 @@ def test_register_rejects_bad_bodies_naming_the_field(client, app, body, field):
 def test_register_with_a_taken_username_or_email_is_409(client, auth):
     auth.register(username="taken", email="taken@example.org")
     same_name = client.post(
-        "/register", json={"username": "taken", "email": "other@example.org", "password": "password1"}
+        "/register",
+        json={"username": "taken", "email": "other@example.org", "password": "password1"},
     )
     same_email = client.post(
-        "/register", json={"username": "other", "email": "TAKEN@example.org", "password": "password1"}
+        "/register",
+        json={"username": "other", "email": "TAKEN@example.org", "password": "password1"},
     )
     assert same_name.status_code == 409
     assert "taken" in same_name.json["message"]

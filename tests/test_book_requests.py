@@ -1,0 +1,230 @@
+"""Book requests: a patron's requests and the librarian's workflow through the status machine."""
+
+import pytest
+
+from models import BookRequest, db
+
+
+def make_request(client, headers, **body):
+    body = {"book_name": "Dune", **body}
+    response = client.post("/requests", json=body, headers=headers)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+@pytest.mark.parametrize("path", ["/requests", "/request-book"])
+def test_patron_requests_a_book_on_either_path(client, auth, path):
+    user, headers = auth.patron()
+    response = client.post(
+        path,
+        json={"book_name": "  The Hobbit  ", "author": "Tolkien", "note": "first edition"},
+        headers=headers,
+    )
+    assert response.status_code == 201
+    body = response.json
+    assert response.headers["Location"] == f"/requests/{body['id']}"
+    assert body["book_name"] == "The Hobbit"
+    assert body["status"] == "pending"
+    assert body["user_id"] == user["id"]
+    assert client.get(response.headers["Location"], headers=headers).json == body
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "book_name"),
+        ({"book_name": ""}, "book_name"),
+        ({"book_name": "   "}, "book_name"),
+        ({"book_name": "x" * 201}, "book_name"),
+        ({"book_name": 42}, "book_name"),
+        ({"book_name": None}, "book_name"),
+        ({"book_name": "ok\x00"}, "book_name"),
+        ({"book_name": "two\nlines"}, "book_name"),
+        ({"book_name": "ok", "author": "a" * 201}, "author"),
+        ({"book_name": "ok", "note": "n" * 501}, "note"),
+        ({"book_name": "ok", "status": "approved"}, "status"),
+        ({"book_name": "ok", "user_id": 1}, "user_id"),
+    ],
+)
+def test_bad_request_bodies_are_422_and_change_nothing(client, app, auth, body, field):
+    _, headers = auth.patron()
+    response = client.post("/requests", json=body, headers=headers)
+    assert response.status_code == 422
+    assert field in response.json["errors"]["json"]
+    with app.app_context():
+        assert db.session.query(BookRequest).count() == 0
+
+
+def test_list_shows_own_requests_newest_first_with_page_envelope(client, auth):
+    _, headers = auth.patron()
+    _, other_headers = auth.patron()
+    ids = [make_request(client, headers, book_name=f"Book {n}")["id"] for n in range(3)]
+    make_request(client, other_headers, book_name="Not mine")
+    page = client.get("/requests", headers=headers).json
+    assert [item["id"] for item in page["items"]] == list(reversed(ids))
+    assert (page["page"], page["per_page"], page["total"], page["pages"]) == (1, 20, 3, 1)
+
+
+def test_list_paginates_and_filters_by_status(client, auth):
+    _, headers = auth.patron()
+    ids = [make_request(client, headers, book_name=f"Book {n}")["id"] for n in range(5)]
+    client.post(f"/requests/{ids[0]}/cancel", headers=headers)
+    page = client.get("/requests?per_page=2&page=2", headers=headers).json
+    assert [item["id"] for item in page["items"]] == [ids[2], ids[1]]
+    assert (page["total"], page["pages"]) == (5, 3)
+    cancelled = client.get("/requests?status=cancelled", headers=headers).json
+    assert [item["id"] for item in cancelled["items"]] == [ids[0]]
+    beyond = client.get("/requests?page=99", headers=headers).json
+    assert beyond["items"] == [] and beyond["total"] == 5
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page=0",
+        "page=-1",
+        "per_page=0",
+        "per_page=101",
+        "page=abc",
+        "status=lost",
+        "page=99999999999999999999",
+        "user_id=0",
+    ],
+)
+def test_bad_list_queries_are_422(client, auth, query):
+    _, headers = auth.patron()
+    response = client.get(f"/requests?{query}", headers=headers)
+    assert response.status_code == 422
+    assert response.json["errors"]["query"]
+
+
+def test_patron_cannot_widen_the_list_with_user_id(client, auth):
+    victim, victim_headers = auth.patron()
+    make_request(client, victim_headers)
+    _, headers = auth.patron()
+    page = client.get(f"/requests?user_id={victim['id']}", headers=headers).json
+    assert page["items"] == [] and page["total"] == 0
+
+
+def test_librarian_sees_everyones_requests_and_filters_by_user(client, auth):
+    alice, alice_headers = auth.patron()
+    _, bob_headers = auth.patron()
+    make_request(client, alice_headers)
+    make_request(client, bob_headers)
+    _, librarian = auth.librarian()
+    assert client.get("/requests", headers=librarian).json["total"] == 2
+    only_alice = client.get(f"/requests?user_id={alice['id']}", headers=librarian).json
+    assert [item["user_id"] for item in only_alice["items"]] == [alice["id"]]
+
+
+def test_patron_cannot_see_another_patrons_request(client, auth):
+    _, owner = auth.patron()
+    request_id = make_request(client, owner)["id"]
+    _, stranger = auth.patron()
+    for method, path in [
+        ("get", f"/requests/{request_id}"),
+        ("post", f"/requests/{request_id}/cancel"),
+    ]:
+        response = getattr(client, method)(path, headers=stranger)
+        assert response.status_code == 404, path
+        assert "Dune" not in response.get_data(as_text=True)
+
+
+def test_missing_request_is_404(client, auth):
+    _, headers = auth.patron()
+    assert client.get("/requests/999999", headers=headers).status_code == 404
+
+
+def test_pending_limit_is_enforced(client, app, auth):
+    app.config["MAX_PENDING_REQUESTS"] = 3
+    try:
+        _, headers = auth.patron()
+        for n in range(3):
+            make_request(client, headers, book_name=f"Book {n}")
+        response = client.post("/requests", json={"book_name": "One too many"}, headers=headers)
+        assert response.status_code == 409
+        assert "3 pending" in response.json["message"]
+    finally:
+        app.config["MAX_PENDING_REQUESTS"] = 20
+
+
+def test_librarian_approves_and_marks_returned(client, auth):
+    _, patron = auth.patron()
+    request_id = make_request(client, patron)["id"]
+    librarian_user, librarian = auth.librarian()
+    approved = client.post(f"/requests/{request_id}/approve", headers=librarian)
+    assert approved.status_code == 200
+    body = approved.json
+    assert body["status"] == "approved"
+    assert body["decided_by"] == librarian_user["id"]
+    from datetime import datetime
+
+    decided = datetime.fromisoformat(body["decided_at"])
+    due = datetime.fromisoformat(body["due_date"])
+    assert (due - decided).days == 14
+    returned = client.post(f"/requests/{request_id}/return", headers=librarian)
+    assert returned.status_code == 200
+    assert returned.json["status"] == "returned"
+    assert returned.json["returned_at"]
+
+
+def test_reject_needs_a_reason(client, app, auth):
+    _, patron = auth.patron()
+    request_id = make_request(client, patron)["id"]
+    _, librarian = auth.librarian()
+    for body in [{}, {"reason": ""}, {"reason": "   "}, {"reason": "r" * 501}]:
+        response = client.post(f"/requests/{request_id}/reject", json=body, headers=librarian)
+        assert response.status_code == 422, body
+    with app.app_context():
+        assert db.session.get(BookRequest, request_id).status == "pending"
+    response = client.post(
+        f"/requests/{request_id}/reject", json={"reason": "Out of print"}, headers=librarian
+    )
+    assert response.status_code == 200
+    assert (response.json["status"], response.json["reason"]) == ("rejected", "Out of print")
+
+
+@pytest.mark.parametrize(
+    ("steps", "action", "current"),
+    [
+        (["approve"], "approve", "approved"),
+        (["approve"], "reject", "approved"),
+        (["approve"], "cancel", "approved"),
+        ([], "return", "pending"),
+        (["reject"], "approve", "rejected"),
+        (["cancel"], "approve", "cancelled"),
+        (["cancel"], "cancel", "cancelled"),
+        (["approve", "return"], "return", "returned"),
+        (["approve", "return"], "approve", "returned"),
+    ],
+)
+def test_status_machine_refuses_invalid_transitions(client, auth, steps, action, current):
+    _, patron = auth.patron()
+    request_id = make_request(client, patron)["id"]
+    _, librarian = auth.librarian()
+
+    def do(step):
+        headers = patron if step == "cancel" else librarian
+        body = {"reason": "no"} if step == "reject" else None
+        return client.post(f"/requests/{request_id}/{step}", json=body, headers=headers)
+
+    for step in steps:
+        assert do(step).status_code == 200
+    response = do(action)
+    assert response.status_code == 409
+    assert current in response.json["message"]
+
+
+def test_owner_cancels_a_pending_request(client, auth):
+    _, patron = auth.patron()
+    request_id = make_request(client, patron)["id"]
+    response = client.post(f"/requests/{request_id}/cancel", headers=patron)
+    assert response.status_code == 200
+    assert response.json["status"] == "cancelled"
+
+
+def test_librarian_cannot_cancel_a_patrons_request(client, auth):
+    _, patron = auth.patron()
+    request_id = make_request(client, patron)["id"]
+    _, librarian = auth.librarian()
+    assert client.post(f"/requests/{request_id}/cancel", headers=librarian).status_code == 403

@@ -1,0 +1,97 @@
+"""The project's shape: modules import alone, nothing shadows a dependency, docs are served."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import ROOT
+
+MODULES = [
+    "app",
+    "config",
+    "models",
+    "schemas",
+    "auth",
+    "book_requests",
+    "reports",
+    "users",
+    "health",
+    "celery_worker",
+    "tasks",
+    "mail",
+    "errors",
+    "extensions",
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_alone_in_a_fresh_interpreter(module):
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_tasks_module_does_not_import_the_app():
+    code = (
+        "import sys, tasks; assert 'app' not in sys.modules and 'celery_worker' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_openapi_describes_every_route(client):
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    paths = set(spec["paths"])
+    for path in [
+        "/register",
+        "/login",
+        "/refresh",
+        "/logout",
+        "/me",
+        "/requests",
+        "/request-book",
+        "/requests/{request_id}",
+        "/requests/{request_id}/approve",
+        "/export-report",
+        "/reports",
+        "/reports/{report_id}",
+        "/reports/{report_id}/download",
+        "/users",
+        "/users/{user_id}",
+        "/health",
+    ]:
+        assert path in paths, path
+    assert "bearerAuth" in spec["components"]["securitySchemes"]
+
+
+def test_swagger_ui_is_served(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert b"swagger" in response.data.lower()
+
+
+def test_production_start_without_a_jwt_secret_stops_with_one_line(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "APP_ENV": "production",
+        "AUTO_MIGRATE": "false",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from app import create_app; create_app()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("JWT_SECRET_KEY is not set")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,171 @@
+"""The `seed-demo` command: a lived-in demo database, made once however often it runs."""
+
+import pytest
+from sqlalchemy import func, select
+
+from models import REQUEST_STATUSES, BookRequest, Report, User, db, utcnow
+from seed import register_seed_command
+
+LOGINS = [
+    ("librarian", "librarian-demo", "admin"),
+    ("alice", "patron-demo", "user"),
+    ("bob", "patron-demo", "user"),
+    ("carol", "patron-demo", "user"),
+]
+
+
+@pytest.fixture
+def seed(app, runner):
+    """Run `flask seed-demo` and return its output."""
+    if "seed-demo" not in app.cli.commands:  # until app.py registers it itself
+        register_seed_command(app)
+
+    def run():
+        result = runner.invoke(args=["seed-demo"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return run
+
+
+def counts(app):
+    with app.app_context():
+        return {
+            model.__name__: db.session.scalar(select(func.count()).select_from(model))
+            for model in (User, BookRequest, Report)
+        }
+
+
+def login(client, username, password):
+    response = client.post("/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.json
+    return {"Authorization": f"Bearer {response.json['access_token']}"}
+
+
+def test_seed_demo_runs_twice_without_duplicates(app, seed):
+    seed()
+    first = counts(app)
+    assert first == {"User": 4, "BookRequest": 10, "Report": 1}
+    seed()
+    assert counts(app) == first
+
+
+def test_seed_demo_prints_the_logins(seed):
+    output = seed()
+    lines = output.splitlines()
+    header = next(line for line in lines if "username" in line)
+    assert "password" in header and "role" in header
+    for username, password, role in LOGINS:
+        assert any(line.split() == [username, password, role] for line in lines), output
+
+
+def test_seed_demo_returns_the_logins(app):
+    from seed import seed_demo
+
+    with app.app_context():
+        assert seed_demo() == LOGINS
+        assert seed_demo() == LOGINS
+
+
+def test_every_demo_account_can_log_in(client, seed):
+    seed()
+    for username, password, role in LOGINS:
+        me = client.get("/me", headers=login(client, username, password))
+        assert me.status_code == 200
+        assert me.json["role"] == role
+        assert me.json["email"] == f"{username}@example.org"
+
+
+def test_librarian_sees_requests_in_every_status(client, seed):
+    seed()
+    headers = login(client, "librarian", "librarian-demo")
+    response = client.get("/requests?per_page=100", headers=headers)
+    assert response.status_code == 200
+    items = response.json["items"]
+    assert response.json["total"] == len(items) == 10
+    assert {item["status"] for item in items} == set(REQUEST_STATUSES)
+    assert len({item["user_id"] for item in items}) == 3
+
+    now = utcnow().isoformat()
+    approved = [item for item in items if item["status"] == "approved"]
+    assert all(item["due_date"] and item["decided_by"] for item in approved)
+    overdue = [item for item in approved if item["due_date"] < now]
+    assert [item["book_name"] for item in overdue] == ["Dune"]
+    rejected = [item for item in items if item["status"] == "rejected"]
+    assert all(item["reason"] for item in rejected)
+    returned = [item for item in items if item["status"] == "returned"]
+    assert all(item["decided_at"] < item["returned_at"] < now for item in returned)
+    # newest first, and the ids grow with the request dates
+    dates = [item["request_date"] for item in items]
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_each_status_filter_finds_demo_requests(client, seed):
+    seed()
+    headers = login(client, "librarian", "librarian-demo")
+    for status in REQUEST_STATUSES:
+        response = client.get(f"/requests?status={status}", headers=headers)
+        assert response.status_code == 200
+        assert response.json["total"] >= 1, status
+
+
+def test_patrons_see_only_their_own_requests(client, seed):
+    seed()
+    headers = login(client, "bob", "patron-demo")
+    items = client.get("/requests", headers=headers).json["items"]
+    assert {item["book_name"] for item in items} == {
+        "Dune",
+        "Neuromancer",
+        "The Pragmatic Programmer",
+    }
+
+
+def test_alices_report_is_done_and_downloadable(client, seed):
+    seed()
+    headers = login(client, "alice", "patron-demo")
+    reports = client.get("/reports", headers=headers).json
+    assert reports["total"] == 1
+    report = reports["items"][0]
+    assert report["status"] == "done"
+    assert report["progress"] == 1.0
+    assert report["row_count"] == 4
+    assert report["month"] is None
+    assert set(report["download_urls"]) == {"html", "csv"}
+
+    html = client.get(report["download_urls"]["html"], headers=headers)
+    assert html.status_code == 200
+    assert html.headers["Content-Disposition"].startswith("attachment")
+    assert html.mimetype == "text/html"
+    page = html.get_data(as_text=True)
+    assert "Middlemarch" in page and "The Left Hand of Darkness" in page
+
+    csv = client.get(report["download_urls"]["csv"], headers=headers)
+    assert csv.status_code == 200
+    assert csv.mimetype == "text/csv"
+    lines = csv.get_data(as_text=True).splitlines()
+    assert lines[0].startswith("id,book_name")
+    assert len(lines) == 5
+
+
+def test_other_patrons_have_no_report(client, seed):
+    seed()
+    headers = login(client, "bob", "patron-demo")
+    assert client.get("/reports", headers=headers).json["total"] == 0
+
+
+def test_existing_accounts_keep_their_password(client, auth, seed):
+    auth.register(username="alice", email="alice@example.org", password="alices own pass")
+    seed()
+    login(client, "alice", "alices own pass")
+    bad = client.post("/login", json={"username": "alice", "password": "patron-demo"})
+    assert bad.status_code == 401
+
+
+def test_a_patron_named_librarian_is_not_promoted(app, auth, runner, seed):
+    auth.register(username="librarian", email="someone@example.org", password="squatter1")
+    result = runner.invoke(args=["seed-demo"])
+    assert result.exit_code != 0
+    assert "not a librarian" in result.output
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.username == "librarian"))
+        assert user.role == "user"
