@@ -160,8 +160,8 @@ def start_gunicorn(env, log_path, workers=2):
         if server.process.poll() is not None:
             raise RuntimeError(f"gunicorn died at start:\n{server.log()}")
         try:
-            return requests.get(server.url + "/openapi.json", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(server.url + "/openapi.json", timeout=2).status_code == 200
+        except requests.RequestException:
             return False
 
     wait_for(up, timeout=60, what="gunicorn")
@@ -179,8 +179,8 @@ class MailSink:
         return "250 OK"
 
 
-def start_smtp():
+def start_smtp(port=None):
     sink = MailSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller = Controller(sink, hostname="127.0.0.1", port=port or free_port())
     controller.start()
     return controller, sink

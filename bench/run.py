@@ -1,0 +1,931 @@
+"""Benchmark the service against floors built in the same run, on loopback only.
+
+    .venv/bin/python bench/run.py            # full run, about 7 minutes on 2 cores
+    .venv/bin/python bench/run.py --quick    # shorter run, under 3 minutes
+
+It starts its own redis-server, a fresh SQLite database in a temporary folder, the API under
+gunicorn (gunicorn.conf.py), a Celery worker, and a bare Flask floor app (bench/floor_app.py)
+under the same gunicorn settings; it stops them all at the end. Results are printed and written
+to bench/results/latest.md.
+"""
+
+import argparse
+import csv
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+BIN = os.path.dirname(sys.executable)
+sys.path.insert(0, BENCH)
+
+from loadgen import Client, percentile, run_load  # noqa: E402
+
+PASSWORD = "bench-password-1"
+CSV_COLUMNS = (
+    "id", "book_name", "author", "status", "request_date", "decided_at", "due_date",
+    "returned_at", "reason", "note",
+)  # fmt: skip
+STATUSES = ("pending", "approved", "rejected", "cancelled", "returned")
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+FULL = {
+    "rounds": 3,
+    "concurrency": 32,
+    "users": 480,  # distinct users, each exporting once per round
+    "rows_per_user": 25,  # their book requests: a page of 20 and a small report
+    "throughput_seconds": 8,
+    "throughput_concurrency": 32,
+    "report_rows": 100_000,
+    "memory_rows": (10_000, 1_000_000),
+    "logins": 20,
+}
+QUICK = {
+    **FULL,
+    "users": 160,
+    "throughput_seconds": 3,
+    "memory_rows": (10_000, 200_000),
+    "logins": 10,
+}
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Managed:
+    """A child process in its own session, with its output in a log file."""
+
+    started = []
+
+    def __init__(self, name, args, env, log_path):
+        self.name = name
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        Managed.started.append(self)
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as log_file:
+            return log_file.read()
+
+    def children(self):
+        return child_pids(self.pid)
+
+    def stop(self, timeout=15):
+        """Ask the whole process group to stop, then kill what is left of it."""
+        if self.alive():
+            signal_group(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # the group may outlive its leader (a pool child): kill whatever still holds it
+        signal_group(self.pid, signal.SIGKILL)
+        if self.alive():
+            self.process.wait()
+        self.log_file.close()
+
+
+def signal_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def child_pids(pid):
+    pids = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                pids += [int(p) for p in children.read().split()]
+    except FileNotFoundError:
+        pass
+    return pids
+
+
+def group_members(pgid):
+    """Return the pids still in process group `pgid` (to prove nothing was left behind)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def proc_status(pid, key):
+    """Return a /proc/<pid>/status value in kB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak_rss(pid):
+    # writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def summary(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": len(values)}  # fmt: skip
+
+
+def fmt(stat, unit, digits=1):
+    if stat is None:
+        return "n/a"
+    return (
+        f"{stat['median']:.{digits}f} {unit} "
+        f"({stat['min']:.{digits}f}–{stat['max']:.{digits}f})"
+    ).strip()
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+class Bench:
+    def __init__(self, options):
+        self.options = options
+        self.size = QUICK if options.quick else FULL
+        self.tmp = tempfile.mkdtemp(prefix="library-bench-")
+        self.db_path = os.path.join(self.tmp, "library.db")
+        self.results = {}
+        self.notes = []
+        self.facts = {}
+
+    # ---------------------------------------------------------- start and stop
+
+    def say(self, text):
+        elapsed = time.monotonic() - self.began
+        print(f"[{elapsed:6.1f}s] {text}", flush=True)
+
+    def start(self):
+        self.began = time.monotonic()
+        redis_port = free_port()
+        self.redis_url = f"redis://127.0.0.1:{redis_port}"
+        self.redis = Managed(
+            "redis",
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.tmp],
+            None, os.path.join(self.tmp, "redis.log"),
+        )  # fmt: skip
+        wait_for(lambda: self.redis_ping(redis_port), 10, "redis-server")
+
+        self.api_port = free_port()
+        self.env = self.service_env(self.api_port)
+        self.say(f"redis-server on {redis_port}; starting the API on {self.api_port}")
+        self.api = Managed(
+            "api",
+            [os.path.join(BIN, "gunicorn"), "--config", "gunicorn.conf.py", "app:create_app()"],
+            self.env, os.path.join(self.tmp, "api.log"),
+        )  # fmt: skip
+        wait_for(lambda: self.http_ok(self.api, self.api_port, "/health"), 90, "the API")
+
+        self.floor_port = free_port()
+        floor_env = {**self.env, "BIND": f"127.0.0.1:{self.floor_port}"}
+        self.floor = Managed(
+            "floor",
+            [os.path.join(BIN, "gunicorn"), "--config", "gunicorn.conf.py",
+             "bench.floor_app:app"],
+            floor_env, os.path.join(self.tmp, "floor.log"),
+        )  # fmt: skip
+
+        self.worker = Managed(
+            "worker",
+            [os.path.join(BIN, "celery"), "-A", "celery_worker.celery_app", "worker",
+             "--loglevel=warning"],
+            self.env, os.path.join(self.tmp, "worker.log"),
+        )  # fmt: skip
+        from celery import Celery
+
+        self.control = Celery("bench-control", broker=self.env["CELERY_BROKER_URL"])
+        self.control.conf.broker_connection_timeout = 2
+        wait_for(lambda: self.http_ok(self.floor, self.floor_port, "/plain"), 60, "the floor")
+        wait_for(self.worker_ready, 90, "the Celery worker", interval=0.2)
+        self.facts["api_workers"] = len(self.api.children())
+        self.facts["floor_workers"] = len(self.floor.children())
+        self.facts["celery_pool"] = len(self.worker.children())
+        match = re.search(r"Using worker: (\S+)", self.api.log())
+        self.facts["worker_class"] = match.group(1) if match else "?"
+        self.say(
+            f"up: gunicorn {self.facts['worker_class']} x{self.facts['api_workers']} (API), "
+            f"x{self.facts['floor_workers']} (floor); celery prefork x{self.facts['celery_pool']}"
+        )
+
+    def service_env(self, port):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "FLASK_"))}
+        db = "/".join(self.redis_url.split("/")[:3])
+        env.update(
+            DATABASE_URL=f"sqlite:///{self.db_path}",
+            REDIS_URL=db,
+            # set explicitly, so nothing in the environment or .env points anywhere else
+            CELERY_BROKER_URL=f"{db}/1",
+            CELERY_RESULT_BACKEND=f"{db}/2",
+            RATELIMIT_STORAGE_URI=f"{db}/3",
+            RATELIMIT_ENABLED="false",
+            JWT_SECRET_KEY=secrets.token_urlsafe(48),
+            JWT_ACCESS_TOKEN_EXPIRES="7200",
+            MAX_PENDING_REQUESTS=str(10**9),
+            MAIL_BACKEND="console",
+            BIND=f"127.0.0.1:{port}",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def redis_ping(self, port):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            if not self.redis.alive():
+                raise RuntimeError(f"redis-server died:\n{self.redis.log()}") from None
+            return False
+
+    def http_ok(self, server, port, path):
+        if not server.alive():
+            raise RuntimeError(f"{server.name} died at start:\n{server.log()[-4000:]}")
+        try:
+            status, _ = Client(port, timeout=2).request("GET", path)
+            return status == 200
+        except OSError:
+            return False
+
+    def worker_ready(self):
+        if not self.worker.alive():
+            raise RuntimeError(f"the worker died at start:\n{self.worker.log()[-4000:]}")
+        return bool(self.control.control.ping(timeout=0.5))
+
+    def stop(self):
+        for server in reversed(Managed.started):
+            server.stop()
+        left = [pid for server in Managed.started for pid in group_members(server.pid)]
+        if left:
+            print(f"warning: processes left behind: {left}", file=sys.stderr)
+        if self.options.keep:
+            print(f"logs and database kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---------------------------------------------------------- helpers
+
+    def db(self):
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=60000")
+        return conn
+
+    def pause_worker(self):
+        replies = self.control.control.cancel_consumer("celery", reply=True, timeout=5)
+        if not replies:
+            raise RuntimeError("the worker did not answer cancel_consumer")
+
+    def resume_worker(self):
+        replies = self.control.control.add_consumer("celery", reply=True, timeout=5)
+        if not replies:
+            raise RuntimeError("the worker did not answer add_consumer")
+
+    def wait_worker_idle(self, timeout=600):
+        def idle():
+            active = self.control.control.inspect(timeout=1).active() or {}
+            return active and not any(active.values())
+
+        wait_for(idle, timeout, "the worker to finish its tasks", interval=0.1)
+
+    def auth(self, token):
+        return {"Authorization": f"Bearer {token}"}
+
+    # ---------------------------------------------------------- users and data
+
+    def create_users(self):
+        size = self.size
+        count = size["users"] + 3
+        names = [f"bench{i:05d}" for i in range(count)]
+
+        def register(i):
+            body = {"username": names[i], "email": f"{names[i]}@example.org", "password": PASSWORD}
+            return "POST", "/register", {}, body
+
+        result = run_load(self.api_port, register, size["concurrency"], count=count,
+                          keep_bodies=201)  # fmt: skip
+        self.check(result, 201, count, "POST /register")
+        self.results["register_rate"] = [result.rate(201)]
+        ids = {body["username"]: body["id"] for body in result.bodies}
+        self.user_ids = [ids[name] for name in names]
+
+        def login(i):
+            return "POST", "/login", {}, {"username": names[i], "password": PASSWORD}
+
+        result = run_load(self.api_port, login, size["concurrency"], count=count, keep_bodies=200)
+        self.check(result, 200, count, "POST /login")
+        self.results["login_rate"] = [result.rate(200)]
+        # bodies come back in completion order; map each token to its user via /me-free JWT
+        tokens = {}
+        for body in result.bodies:
+            payload = body["access_token"].split(".")[1]
+            sub = json.loads(b64url(payload))["sub"]
+            tokens[int(sub)] = body["access_token"]
+        self.tokens = [tokens[user_id] for user_id in self.user_ids]
+        self.small_users = list(range(size["users"]))
+        self.big = {"report": count - 3, "memory_small": count - 2, "memory_large": count - 1}
+        self.say(f"registered and logged in {count} users")
+
+    def seed(self):
+        """Write book requests straight into the database, as years of use would leave them."""
+        size = self.size
+        conn = self.db()
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        for index in self.small_users:
+            insert_rows(conn, self.user_ids[index], size["rows_per_user"])
+        rows = size["rows_per_user"] * len(self.small_users)
+        plan = [
+            (self.big["report"], size["report_rows"]),
+            (self.big["memory_small"], size["memory_rows"][0]),
+            (self.big["memory_large"], size["memory_rows"][1]),
+        ]
+        for index, count in plan:
+            insert_rows(conn, self.user_ids[index], count)
+            rows += count
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        self.say(f"seeded {rows:,} book requests in {time.perf_counter() - started:.1f}s")
+
+    def check(self, result, status, expected, what):
+        got = result.statuses.get(status, 0)
+        if got != expected or result.errors:
+            raise RuntimeError(
+                f"{what}: {got}/{expected} answered {status}; statuses {dict(result.statuses)}, "
+                f"errors {dict(result.errors)}; API log tail:\n{self.api.log()[-3000:]}"
+            )
+
+    # ---------------------------------------------------------- figure 5: argon2id
+
+    def measure_login_cost(self):
+        """Sequential logins (one client) against argon2 verify in this process, same params."""
+        from argon2 import PasswordHasher
+
+        conn = self.db()
+        stored = conn.execute(
+            "SELECT password_hash FROM user WHERE id = ?", (self.user_ids[0],)
+        ).fetchone()[0]
+        conn.close()
+        params = parse_argon2(stored)
+        self.facts["argon2"] = params
+        hasher = PasswordHasher(
+            time_cost=params["t"], memory_cost=params["m"], parallelism=params["p"]
+        )
+        client = Client(self.api_port)
+        logins, verifies, hashes = [], [], []
+        for run in range(self.size["rounds"]):
+            users = self.small_users[run * self.size["logins"] : (run + 1) * self.size["logins"]]
+            began = time.perf_counter()
+            for index in users:
+                body = {"username": f"bench{index:05d}", "password": PASSWORD}
+                status, _ = client.request("POST", "/login", body=body)
+                assert status == 200, status
+            logins.append((time.perf_counter() - began) / len(users) * 1000)
+            began = time.perf_counter()
+            for _ in users:
+                hasher.verify(stored, PASSWORD)
+            verifies.append((time.perf_counter() - began) / len(users) * 1000)
+            began = time.perf_counter()
+            for _ in users:
+                hasher.hash(PASSWORD)
+            hashes.append((time.perf_counter() - began) / len(users) * 1000)
+        client.close()
+        self.results["login_ms"] = logins
+        self.results["argon2_verify_ms"] = verifies
+        self.results["argon2_hash_ms"] = hashes
+        self.say(
+            f"login {statistics.median(logins):.1f} ms, argon2 verify "
+            f"{statistics.median(verifies):.1f} ms ({params['text']})"
+        )
+
+    # ---------------------------------------------------------- figures 1 and 4
+
+    def me_request(self, i):
+        users = self.small_users
+        return "GET", "/me", self.auth(self.tokens[users[i % len(users)]]), None
+
+    def export_request(self, i):
+        return "GET", "/export-report", self.auth(self.tokens[self.small_users[i]]), None
+
+    def warm_up(self):
+        """Let every gunicorn worker import, connect and cache before anything is timed."""
+        n = 400
+        floor_auth = self.auth(self.tokens[0])
+        run_load(self.api_port, self.me_request, 32, count=n)
+        run_load(self.api_port, lambda i: ("GET", "/requests", floor_auth, None), 32, count=n)
+        run_load(self.floor_port, lambda i: ("GET", "/protected", floor_auth, None), 32, count=n)
+        run_load(self.floor_port, lambda i: ("GET", "/plain", {}, None), 32, count=n)
+        # one small export round, drained, so the export path and the worker are warm too
+        self.pause_worker()
+        result = run_load(self.api_port, self.export_request, 32, count=64)
+        self.check(result, 202, 64, "warm-up exports")
+        self.resume_worker()
+        self.wait_drained()
+        self.say("warmed up")
+
+    def wait_drained(self, timeout=600):
+        conn = self.db()
+
+        def drained():
+            return not conn.execute(
+                "SELECT count(*) FROM report WHERE status IN ('queued', 'running') "
+                "OR (status = 'done' AND emailed_at IS NULL)"
+            ).fetchone()[0]
+
+        wait_for(drained, timeout, "the reports to drain", interval=0.02)
+        failed = conn.execute("SELECT count(*) FROM report WHERE status = 'failed'").fetchone()[0]
+        conn.close()
+        if failed:
+            raise RuntimeError(f"{failed} report(s) failed; worker log:\n{self.worker.log()[-3000:]}")
+
+    def measure_exports(self):
+        size = self.size
+        n = len(self.small_users)
+        for field in ("me_p50", "me_p99", "export_p50", "export_p99", "drain_rate",
+                      "me_rate", "export_rate"):  # fmt: skip
+            self.results[field] = []
+        self.results["export_statuses"] = []
+        for round_no in range(size["rounds"]):
+            # the worker waits while the API is timed: the figure is the web request's own cost
+            self.pause_worker()
+            me = run_load(self.api_port, self.me_request, size["concurrency"], count=n)
+            self.check(me, 200, n, "GET /me")
+            exports = run_load(self.api_port, self.export_request, size["concurrency"], count=n)
+            self.results["export_statuses"].append(dict(exports.statuses))
+            accepted = exports.of(202)
+            if len(accepted) < n:
+                self.notes.append(
+                    f"round {round_no + 1}: {len(accepted)}/{n} exports answered 202 "
+                    f"({dict(exports.statuses)}); only the 202s are counted"
+                )
+            me_latency = me.of(200)
+            self.results["me_p50"].append(percentile(me_latency, 0.50) * 1000)
+            self.results["me_p99"].append(percentile(me_latency, 0.99) * 1000)
+            self.results["export_p50"].append(percentile(accepted, 0.50) * 1000)
+            self.results["export_p99"].append(percentile(accepted, 0.99) * 1000)
+            self.results["me_rate"].append(me.rate(200))
+            self.results["export_rate"].append(exports.rate(202))
+            # figure 4: the queue is full; time one worker (default concurrency) emptying it
+            began = time.perf_counter()
+            self.resume_worker()
+            self.wait_drained()
+            self.results["drain_rate"].append(len(accepted) / (time.perf_counter() - began))
+            self.say(
+                f"round {round_no + 1}: /me p50 {self.results['me_p50'][-1]:.1f} ms "
+                f"p99 {self.results['me_p99'][-1]:.1f} ms; export p50 "
+                f"{self.results['export_p50'][-1]:.1f} ms p99 "
+                f"{self.results['export_p99'][-1]:.1f} ms; drained "
+                f"{self.results['drain_rate'][-1]:.1f} reports/s"
+            )
+
+    # ---------------------------------------------------------- figure 3
+
+    def measure_throughput(self):
+        size = self.size
+        users = self.small_users
+        seconds, clients = size["throughput_seconds"], size["throughput_concurrency"]
+
+        def token(i):
+            return self.auth(self.tokens[users[i % len(users)]])
+
+        body = {"book_name": "The Bench Book", "author": "A. Writer", "note": "bench"}
+        cases = {
+            "floor_plain": (self.floor_port, lambda i: ("GET", "/plain", {}, None), 200),
+            "floor_jwt": (self.floor_port, lambda i: ("GET", "/protected", token(i), None), 200),
+            "me": (self.api_port, lambda i: ("GET", "/me", token(i), None), 200),
+            "list": (self.api_port,
+                     lambda i: ("GET", "/requests?per_page=20", token(i), None), 200),
+            "create": (self.api_port, lambda i: ("POST", "/requests", token(i), body), 201),
+        }  # fmt: skip
+        for name in cases:
+            self.results[f"rps_{name}"] = []
+        self.results["create_statuses"] = []
+        for round_no in range(size["rounds"]):
+            line = []
+            for name, (port, make, ok) in cases.items():
+                result = run_load(port, make, clients, duration=seconds)
+                self.results[f"rps_{name}"].append(result.rate(ok))
+                others = {s: c for s, c in result.statuses.items() if s != ok}
+                if others or result.errors:
+                    self.notes.append(
+                        f"throughput round {round_no + 1}, {name}: besides {ok} also "
+                        f"{others} {dict(result.errors)}"
+                    )
+                line.append(f"{name} {result.rate(ok):.0f}/s")
+            self.say(f"throughput round {round_no + 1}: " + ", ".join(line))
+
+    # ---------------------------------------------------------- figure 2
+
+    def build_report(self, user_index):
+        """Export as the user, poll until done; return (build seconds, report json)."""
+        client = Client(self.api_port)
+        headers = self.auth(self.tokens[user_index])
+        status, data = client.request("GET", "/export-report", headers)
+        if status != 202:
+            raise RuntimeError(f"export answered {status}: {data[:500]!r}")
+        report_id = json.loads(data)["id"]
+
+        def done():
+            status, data = client.request("GET", f"/reports/{report_id}", headers)
+            report = json.loads(data)
+            if report["status"] == "failed":
+                raise RuntimeError(f"report failed: {report['error']}")
+            return report if report["status"] == "done" else None
+
+        report = wait_for(done, 900, f"report {report_id}", interval=0.1)
+        client.close()
+        started = dt.datetime.fromisoformat(report["started_at"])
+        finished = dt.datetime.fromisoformat(report["finished_at"])
+        return (finished - started).total_seconds(), report
+
+    def floor_scan(self, user_index, out_path):
+        """The floor: plain sqlite3 reading the same rows, csv writing them to a file."""
+        began = time.perf_counter()
+        conn = sqlite3.connect(self.db_path)
+        with open(out_path, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(
+                conn.execute(
+                    f"SELECT {', '.join(CSV_COLUMNS)} FROM book_request "
+                    "WHERE user_id = ? ORDER BY id",
+                    (self.user_ids[user_index],),
+                )
+            )
+        conn.close()
+        return time.perf_counter() - began
+
+    def measure_reports(self):
+        size = self.size
+        self.results["build_s"], self.results["floor_scan_s"] = [], []
+        out_path = os.path.join(self.tmp, "floor.csv")
+        for round_no in range(size["rounds"]):
+            self.wait_worker_idle()
+            seconds, report = self.build_report(self.big["report"])
+            if report["row_count"] != size["report_rows"]:
+                raise RuntimeError(f"report has {report['row_count']} rows")
+            self.results["build_s"].append(seconds)
+            self.wait_worker_idle()
+            self.results["floor_scan_s"].append(self.floor_scan(self.big["report"], out_path))
+            self.say(
+                f"report round {round_no + 1}: {size['report_rows']:,} rows built in "
+                f"{seconds:.2f}s; sqlite3+csv floor {self.results['floor_scan_s'][-1]:.2f}s"
+            )
+        self.facts["floor_csv_bytes"] = os.path.getsize(out_path)
+        self.facts["report_sizes"] = self.stored_sizes(report["id"])
+
+    def stored_sizes(self, report_id):
+        conn = self.db()
+        html, csv_size = conn.execute(
+            "SELECT html_size, csv_size FROM report WHERE id = ?", (report_id,)
+        ).fetchone()
+        stored = conn.execute(
+            "SELECT count(*), sum(length(data)) FROM report_chunk WHERE report_id = ?",
+            (report_id,),
+        ).fetchone()
+        conn.close()
+        return {"html": html, "csv": csv_size, "chunks": stored[0], "compressed": stored[1]}
+
+    def measure_memory(self):
+        small, large = self.size["memory_rows"]
+        keys = {small: "peak_small_mb", large: "peak_large_mb"}
+        for key in keys.values():
+            self.results[key] = []
+        self.results["large_build_s"] = []
+        for round_no in range(self.size["rounds"]):
+            for rows, index in ((small, self.big["memory_small"]),
+                                (large, self.big["memory_large"])):  # fmt: skip
+                self.wait_worker_idle()
+                children = self.worker.children()
+                before = {}
+                for pid in children:
+                    reset_peak_rss(pid)
+                    before[pid] = proc_status(pid, "VmRSS")
+                seconds, _ = self.build_report(index)
+                # the mail goes out after finished_at: the peak counts the whole task
+                self.wait_worker_idle()
+                grown = {pid: proc_status(pid, "VmHWM") - before[pid] for pid in children}
+                busiest = max(grown, key=grown.get)
+                self.results[keys[rows]].append(proc_status(busiest, "VmHWM") / 1024)
+                if rows == large:
+                    self.results["large_build_s"].append(seconds)
+            self.say(
+                f"memory round {round_no + 1}: peak RSS {self.results[keys[small]][-1]:.1f} MB "
+                f"at {small:,} rows, {self.results[keys[large]][-1]:.1f} MB at {large:,} rows "
+                f"(built in {self.results['large_build_s'][-1]:.1f}s)"
+            )
+
+    # ---------------------------------------------------------- run it all
+
+    def run(self):
+        self.start()
+        self.create_users()
+        self.seed()
+        self.measure_login_cost()
+        self.warm_up()
+        self.measure_exports()
+        self.measure_throughput()
+        self.measure_reports()
+        self.measure_memory()
+        self.facts["duration"] = time.monotonic() - self.began
+
+
+# ---------------------------------------------------------------- data
+
+
+def b64url(text):
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def parse_argon2(stored):
+    """Read the parameters out of a stored PHC string: $argon2id$v=19$m=19456,t=2,p=1$..."""
+    parts = stored.split("$")
+    params = dict(item.split("=") for item in parts[3].split(","))
+    salt_len = len(b64url(parts[4].replace("+", "-").replace("/", "_")))
+    hash_len = len(b64url(parts[5].replace("+", "-").replace("/", "_")))
+    result = {k: int(v) for k, v in params.items()}
+    result["text"] = (
+        f"{parts[1]} v={parts[2].split('=')[1]}, m={result['m']} KiB, t={result['t']}, "
+        f"p={result['p']}, salt {salt_len} B, hash {hash_len} B"
+    )
+    return result
+
+
+def insert_rows(conn, user_id, count):
+    """Insert `count` book requests for `user_id`, in every status, oldest first."""
+    base = dt.datetime(2020, 1, 1)
+    step = dt.timedelta(seconds=max(1, int(5 * 365 * 86400 / max(count, 1))))
+
+    def rows():
+        for i in range(count):
+            status = STATUSES[i % 5]
+            requested = base + step * i
+            decided = requested + dt.timedelta(days=1) if status != "pending" else None
+            due = decided + dt.timedelta(days=14) if status in ("approved", "returned") else None
+            returned = due - dt.timedelta(days=2) if status == "returned" else None
+            # now and then a title a spreadsheet would run as a formula
+            name = f"=Title {i}" if i % 997 == 0 else f"The Collected Works, volume {i}"
+            yield (
+                user_id,
+                name,
+                None if i % 7 == 0 else f"Author Number {i % 1000}",
+                "please, the hardback edition" if i % 3 == 0 else None,
+                status,
+                requested.strftime(SQLITE_TIME),
+                decided and decided.strftime(SQLITE_TIME),
+                user_id if decided else None,
+                "not in the collection" if status == "rejected" else None,
+                due and due.strftime(SQLITE_TIME),
+                returned and returned.strftime(SQLITE_TIME),
+            )
+
+    conn.executemany(
+        "INSERT INTO book_request (user_id, book_name, author, note, status, request_date, "
+        "decided_at, decided_by, reason, due_date, returned_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows(),
+    )
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("gunicorn", "Flask", "SQLAlchemy", "celery", "argon2-cffi"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "?"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "sqlite": sqlite3.sqlite_version,
+        "versions": versions,
+    }
+
+
+def rows_of(results, facts, size):
+    """Return the table: (figure, value, floor, ratio, target, verdict)."""
+    r = {key: summary(values) for key, values in results.items() if isinstance(values, list)
+         and values and isinstance(values[0], (int, float))}  # fmt: skip
+    table = []
+
+    def ratio(a, b):
+        return r[a]["median"] / r[b]["median"] if r.get(a) and r.get(b) else None
+
+    def verdict(value, limit, at_most=True):
+        if value is None:
+            return "n/a"
+        return "PASS" if (value <= limit if at_most else value >= limit) else "FAIL"
+
+    c = size["concurrency"]
+    for p in ("p50", "p99"):
+        x = ratio(f"export_{p}", f"me_{p}")
+        table.append((
+            f"1. `/export-report` {p} at {c} clients (ms)",
+            fmt(r[f"export_{p}"], "ms"), "`GET /me` " + fmt(r[f"me_{p}"], "ms"),
+            f"{x:.2f}x", "≤ 2x", verdict(x, 2),
+        ))  # fmt: skip
+    x = ratio("build_s", "floor_scan_s")
+    table.append((
+        f"2a. report build, {size['report_rows']:,} rows, HTML+CSV stored (s)",
+        fmt(r["build_s"], "s", 2), "sqlite3+csv scan " + fmt(r["floor_scan_s"], "s", 2),
+        f"{x:.2f}x", "≤ 3x", verdict(x, 3),
+    ))  # fmt: skip
+    small, large = size["memory_rows"]
+    growth = r["peak_large_mb"]["median"] - r["peak_small_mb"]["median"]
+    spread = (r["peak_large_mb"]["min"] - r["peak_small_mb"]["max"],
+              r["peak_large_mb"]["max"] - r["peak_small_mb"]["min"])  # fmt: skip
+    table.append((
+        f"2b. worker peak RSS growth, {small:,} → {large:,} rows (MB)",
+        f"{growth:.1f} MB ({spread[0]:.1f}–{spread[1]:.1f})",
+        f"peak {fmt(r['peak_small_mb'], 'MB')} → {fmt(r['peak_large_mb'], 'MB')}",
+        "–", "≤ 50 MB", verdict(growth, 50),
+    ))  # fmt: skip
+    tc = size["throughput_concurrency"]
+    for key, label, target in (("list", "`GET /requests` (page of 20)", 0.5),
+                               ("create", "`POST /requests`", 0.4)):  # fmt: skip
+        x = ratio(f"rps_{key}", "rps_floor_jwt")
+        table.append((
+            f"3. {label} at {tc} clients (req/s)",
+            fmt(r[f"rps_{key}"], "req/s", 0), "@jwt_required() " + fmt(r["rps_floor_jwt"], "req/s", 0),
+            f"{x:.0%}", f"≥ {target:.0%}", verdict(x, target, at_most=False),
+        ))  # fmt: skip
+    x = ratio("rps_me", "rps_floor_jwt")
+    table.append((
+        f"(3.) `GET /me` at {tc} clients (req/s)",
+        fmt(r["rps_me"], "req/s", 0), "@jwt_required() " + fmt(r["rps_floor_jwt"], "req/s", 0),
+        f"{x:.0%}", "–", "info",
+    ))  # fmt: skip
+    x = ratio("rps_floor_jwt", "rps_floor_plain")
+    table.append((
+        "(3.) floor `@jwt_required()` route (req/s)",
+        fmt(r["rps_floor_jwt"], "req/s", 0), "plain JSON route " + fmt(r["rps_floor_plain"], "req/s", 0),
+        f"{x:.0%}", "–", "info",
+    ))  # fmt: skip
+    table.append((
+        f"4. drain: {size['rows_per_user']}-row reports finished per second, 1 worker "
+        f"(prefork x{facts['celery_pool']})",
+        fmt(r["drain_rate"], "reports/s"), "–", "–", "–", "info",
+    ))  # fmt: skip
+    x = ratio("login_ms", "argon2_verify_ms")
+    table.append((
+        f"5. `POST /login`, one client (ms per login); argon2id {facts['argon2']['text']}",
+        fmt(r["login_ms"], "ms"), "argon2 verify in-process " + fmt(r["argon2_verify_ms"], "ms"),
+        f"{x:.2f}x", "–", "info",
+    ))  # fmt: skip
+    return table
+
+
+def render(table, results, facts, size, command, info, notes):
+    r = {key: summary(values) for key, values in results.items() if isinstance(values, list)
+         and values and isinstance(values[0], (int, float))}  # fmt: skip
+    lines = [
+        f"# Benchmark results ({'quick' if size is QUICK else 'full'} run)",
+        "",
+        f"- date: {facts['date']}",
+        f"- command: `{command}`",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, "
+        f"Python {info['python']}, SQLite {info['sqlite']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        f"- API: gunicorn.conf.py, worker class `{facts['worker_class']}`, "
+        f"{facts['api_workers']} workers (floor app: same settings, {facts['floor_workers']} "
+        f"workers); Celery worker: prefork, concurrency {facts['celery_pool']}",
+        f"- database: SQLite (WAL) in a temporary folder; private redis-server; everything on "
+        f"127.0.0.1; run took {facts['duration']:.0f} s",
+        f"- every figure: median of {size['rounds']} runs, (min–max) in brackets",
+        "",
+        "| figure | value | floor | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    sizes = facts.get("report_sizes", {})
+    lines += [
+        "",
+        "Other numbers from the same run:",
+        "",
+        f"- registration at {size['concurrency']} clients: {fmt(r['register_rate'], '/s')}; "
+        f"login at {size['concurrency']} clients: {fmt(r['login_rate'], '/s')}; "
+        f"argon2 hash in-process: {fmt(r['argon2_hash_ms'], 'ms')}",
+        f"- throughput while the exports were timed: `/me` {fmt(r['me_rate'], 'req/s', 0)}, "
+        f"`/export-report` {fmt(r['export_rate'], 'req/s', 0)} (202s only)",
+        f"- {size['report_rows']:,}-row report: HTML {sizes.get('html', 0) / 1e6:.1f} MB and "
+        f"CSV {sizes.get('csv', 0) / 1e6:.1f} MB, stored as {sizes.get('chunks')} chunks, "
+        f"{(sizes.get('compressed') or 0) / 1e6:.1f} MB compressed; floor CSV "
+        f"{facts.get('floor_csv_bytes', 0) / 1e6:.1f} MB",
+        f"- {size['memory_rows'][1]:,}-row report build time: {fmt(r['large_build_s'], 's')}",
+    ]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a shorter run, under 3 minutes")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and the database")
+    options = parser.parse_args()
+    command = ".venv/bin/python bench/run.py" + (" --quick" if options.quick else "")
+    info = machine()
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"{date}; {info['nproc']} CPUs ({info['cpu']}); Python {info['python']}")
+    bench = Bench(options)
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        bench.run()
+    except BaseException:
+        print(f"\nthe benchmark stopped; logs in {bench.tmp}", file=sys.stderr)
+        options.keep = True
+        raise
+    finally:
+        bench.stop()
+    bench.facts["date"] = date
+    table = rows_of(bench.results, bench.facts, bench.size)
+    text = render(table, bench.results, bench.facts, bench.size, command, info, bench.notes)
+    os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
+    path = os.path.join(BENCH, "results", "latest.md")
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(text)
+    with open(os.path.join(BENCH, "results", "latest.json"), "w", encoding="utf-8") as out:
+        json.dump({"results": bench.results, "facts": bench.facts, "machine": info,
+                   "command": command}, out, indent=1, default=str)  # fmt: skip
+    print()
+    print(text)
+    print(f"written to {os.path.relpath(path, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Report exports end to end: a real worker, a real Redis, a real SMTP server, real HTTP."""
+
+import csv
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+import pytest
+import requests
+from sqlalchemy import func, insert, select
+
+from models import BookRequest, Report, ReportChunk, RevokedToken, User, db, utcnow
+from tests.servers import free_port, start_smtp, start_worker, wait_for
+
+
+@pytest.fixture(scope="session")
+def workers(worker_factory):
+    """The one worker consuming the queue, which a test may kill and replace."""
+
+    class Workers:
+        current = None
+
+        def ensure(self, **kwargs):
+            if self.current is None or self.current.process.poll() is not None:
+                self.current = worker_factory(**kwargs)
+            return self.current
+
+        def kill(self):
+            if self.current is not None:
+                self.current.kill()
+                self.current = None
+
+    return Workers()
+
+
+def add_requests(app, user_id, count, book_name="Book", **values):
+    now = utcnow()
+    rows = [
+        {
+            "user_id": user_id,
+            "book_name": f"{book_name} {n}",
+            "author": "Author",
+            "status": "pending",
+            "request_date": now,
+            **values,
+        }
+        for n in range(count)
+    ]
+    with app.app_context():
+        for start in range(0, count, 5000):
+            db.session.execute(insert(BookRequest), rows[start : start + 5000])
+        db.session.commit()
+
+
+def report_row(app, report_id):
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        db.session.expunge(report)
+        return report
+
+
+def wait_for_report(app, report_id, status="done", timeout=60):
+    def reached():
+        report = report_row(app, report_id)
+        if report.status == "failed" and status != "failed":
+            raise AssertionError(f"report failed: {report.error}")
+        return report if report.status == status else None
+
+    return wait_for(reached, timeout=timeout, interval=0.2, what=f"report {status}")
+
+
+def mails_to(smtp_server, address):
+    _, sink = smtp_server
+    return [m for m in sink.messages if m["To"] == address]
+
+
+def run_sweeper_until(app, report_id, status="done", timeout=90):
+    """Fire the sweeper through the worker, as beat would, until the report reaches `status`."""
+    from tasks import requeue_stale_reports
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if report_row(app, report_id).status == status:
+            return report_row(app, report_id)
+        try:
+            requeue_stale_reports.delay()
+        except Exception:
+            pass  # the broker may still be coming back
+        time.sleep(1.5)
+    raise AssertionError(f"report {report_id} is {report_row(app, report_id).status}")
+
+
+def test_export_over_http_builds_downloads_and_mails(live_server, workers, smtp_server, app):
+    workers.ensure()
+    http = requests.Session()
+    base = live_server.url
+    user = {"username": "reader.e2e", "email": "reader.e2e@example.org", "password": "password123"}
+    assert http.post(f"{base}/register", json=user).status_code == 201
+    login = {"username": user["username"], "password": user["password"]}
+    token = http.post(f"{base}/login", json=login).json()["access_token"]
+    http.headers["Authorization"] = f"Bearer {token}"
+    for book in ["Dune", "<script>alert(1)</script>", '=HYPERLINK("http://x")']:
+        assert http.post(f"{base}/request-book", json={"book_name": book}).status_code == 201
+
+    response = http.post(f"{base}/export-report")
+    assert response.status_code == 202
+    report = response.json()
+    assert response.headers["Location"] == f"/reports/{report['id']}"
+    assert report["status"] == "queued"
+    assert len(report["id"]) == 36 and report["download_urls"] == {}
+
+    status_url = base + report["status_url"]
+    done = wait_for(
+        lambda: (body := http.get(status_url).json())["status"] == "done" and body,
+        timeout=60,
+        interval=0.2,
+        what="report done",
+    )
+    assert done["row_count"] == 3 and done["progress"] == 1.0
+    assert done["started_at"] and done["finished_at"]
+
+    html = http.get(base + done["download_urls"]["html"])
+    assert html.status_code == 200
+    assert html.headers["Content-Type"].startswith("text/html")
+    assert html.headers["Content-Disposition"].startswith("attachment")
+    assert "Dune" in html.text and "reader.e2e" in html.text
+    assert "<script>alert(1)</script>" not in html.text
+    assert "&lt;script&gt;" in html.text
+
+    csv_response = http.get(base + done["download_urls"]["csv"])
+    assert csv_response.headers["Content-Disposition"].startswith("attachment")
+    rows = list(csv.DictReader(io.StringIO(csv_response.text)))
+    assert [row["book_name"] for row in rows] == [
+        "Dune",
+        "<script>alert(1)</script>",
+        '\'=HYPERLINK("http://x")',
+    ]
+
+    mail = wait_for(lambda: mails_to(smtp_server, user["email"]), what="report mail")[0]
+    assert "report" in mail["Subject"].lower()
+    html_part = mail.get_body(preferencelist=("html",))
+    assert "Dune" in html_part.get_content()
+    attachments = list(mail.iter_attachments())
+    assert [a.get_filename() for a in attachments] == ["report-all.csv"]
+    assert attachments[0].get_content().replace("\r\n", "\n").startswith("id,book_name")
+    assert report_row(app, report["id"]).emailed_at is not None
+
+
+def test_twenty_concurrent_exports_give_exactly_one_202(live_server, app, workers):
+    workers.kill()  # so the first report stays queued while the others race it
+    base = live_server.url
+    user = {"username": "racer", "email": "racer@example.org", "password": "password123"}
+    requests.post(f"{base}/register", json=user)
+    login = {"username": user["username"], "password": user["password"]}
+    token = requests.post(f"{base}/login", json=login).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def export(_):
+        return requests.post(f"{base}/export-report", headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(export, range(20)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [202] + [409] * 19
+    winner = next(r for r in responses if r.status_code == 202).json()["id"]
+    assert {r.json()["report_id"] for r in responses if r.status_code == 409} == {winner}
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Report)) == 1
+
+
+def test_export_month_filters_and_validates(client, app, auth, workers):
+    workers.ensure()
+    user, headers = auth.patron()
+    add_requests(app, user["id"], 2, book_name="October", request_date=datetime(2026, 10, 5, 12, 0))
+    add_requests(
+        app, user["id"], 1, book_name="November", request_date=datetime(2026, 11, 5, 12, 0)
+    )
+    for bad in ["2026-13", "26-10", "October", "2026-1"]:
+        response = client.get(f"/export-report?month={bad}", headers=headers)
+        assert response.status_code == 422, bad
+    assert client.post("/export-report", json={"month": "x"}, headers=headers).status_code == 422
+    assert client.post("/export-report", json={"extra": 1}, headers=headers).status_code == 422
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Report)) == 0
+
+    response = client.post("/export-report", json={"month": "2026-10"}, headers=headers)
+    assert response.status_code == 202
+    report = wait_for_report(app, response.json["id"])
+    assert (report.month, report.row_count) == ("2026-10", 2)
+    csv_text = client.get(f"/reports/{report.id}/download?format=csv", headers=headers).get_data(
+        as_text=True
+    )
+    assert "October 0" in csv_text and "November" not in csv_text
+
+
+def test_second_export_while_one_is_active_is_409_naming_it(client, app, auth):
+    user, headers = auth.patron()
+    with app.app_context():
+        active = Report(user_id=user["id"], status="running")
+        db.session.add(active)
+        db.session.commit()
+        active_id = active.id
+    response = client.get("/export-report", headers=headers)
+    assert response.status_code == 409
+    assert response.json["report_id"] == active_id
+    download = client.get(f"/reports/{active_id}/download?format=html", headers=headers)
+    assert download.status_code == 409
+    assert (
+        client.get(f"/reports/{active_id}/download?format=pdf", headers=headers).status_code == 422
+    )
+
+
+def test_reports_list_is_own_newest_first_and_librarian_sees_all(client, app, auth):
+    alice, alice_headers = auth.patron()
+    bob, _ = auth.patron()
+    with app.app_context():
+        for user_id, age in [(alice["id"], 2), (alice["id"], 1), (bob["id"], 0)]:
+            db.session.add(
+                Report(user_id=user_id, status="done", created_at=utcnow() - timedelta(minutes=age))
+            )
+        db.session.commit()
+    page = client.get("/reports", headers=alice_headers).json
+    assert page["total"] == 2
+    created = [item["created_at"] for item in page["items"]]
+    assert created == sorted(created, reverse=True)
+    _, librarian = auth.librarian()
+    assert client.get("/reports", headers=librarian).json["total"] == 3
+    assert client.get("/reports/not-a-report", headers=alice_headers).status_code == 404
+
+
+def test_duplicate_delivery_builds_one_report(client, app, auth, workers, smtp_server):
+    workers.ensure()
+    user, headers = auth.patron()
+    add_requests(app, user["id"], 3000)
+    report_id = client.post("/export-report", headers=headers).json["id"]
+    from tasks import generate_user_report
+
+    # the same message delivered twice more, as a broker redelivery would
+    generate_user_report.apply_async(args=[report_id])
+    generate_user_report.apply_async(args=[report_id])
+    report = wait_for_report(app, report_id)
+    time.sleep(2)  # give the duplicates time to run (and do nothing)
+    report = report_row(app, report_id)
+    assert report.attempts == 1 and report.row_count == 3000
+    with app.app_context():
+        kinds = db.session.execute(
+            select(ReportChunk.kind, func.count())
+            .where(ReportChunk.report_id == report_id)
+            .group_by(ReportChunk.kind)
+        ).all()
+    csv_rows = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
+    assert csv_rows.get_data(as_text=True).count("\n") == 3001
+    assert dict(kinds)["csv"] >= 1
+    assert len(mails_to(smtp_server, user["email"])) == 1
+
+
+def test_worker_killed_mid_report_and_the_report_still_completes(client, app, auth, workers):
+    workers.ensure()
+    user, headers = auth.patron()
+    add_requests(app, user["id"], 150_000)
+    report_id = client.post("/export-report", headers=headers).json["id"]
+
+    def building():
+        report = report_row(app, report_id)
+        return report.status == "running" and 0 < report.progress < 0.7
+
+    wait_for(building, timeout=60, interval=0.02, what="report half built")
+    workers.kill()  # SIGKILL to the worker and its pool processes
+    assert report_row(app, report_id).status == "running"
+
+    workers.ensure()
+    report = run_sweeper_until(app, report_id)
+    assert report.row_count == 150_000 and report.attempts == 2
+    body = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
+    assert body.get_data(as_text=True).count("\n") == 150_001
+
+
+def test_redis_down_at_export_time_and_the_report_completes_later(
+    client, app, auth, workers, redis_server
+):
+    workers.ensure()
+    user, headers = auth.patron()
+    add_requests(app, user["id"], 10)
+    redis_server.stop()
+    try:
+        started = time.monotonic()
+        response = client.post("/export-report", headers=headers)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 202
+        assert elapsed < 5, f".delay() took {elapsed:.1f}s with the broker down"
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json["broker"] == "down" and health.json["database"] == "ok"
+        assert "broker" in health.json["message"]
+    finally:
+        redis_server.start()  # empty: whatever was queued before is gone
+    report_id = response.json["id"]
+    assert report_row(app, report_id).status == "queued"
+    report = run_sweeper_until(app, report_id)
+    assert report.row_count == 10
+    assert client.get("/health").status_code == 200
+
+
+def test_failed_report_records_the_error_and_user_can_export_again(client, app, auth, workers):
+    workers.ensure()
+    user, headers = auth.patron()
+    with app.app_context():
+        # a month no calendar has: the build raises and must not be retried forever
+        broken = Report(user_id=user["id"], month="2026-13")
+        db.session.add(broken)
+        db.session.commit()
+        broken_id = broken.id
+    from tasks import generate_user_report
+
+    generate_user_report.delay(broken_id)
+    report = wait_for_report(app, broken_id, status="failed")
+    assert "ValueError" in report.error
+    assert client.get(f"/reports/{broken_id}", headers=headers).json["error"] == report.error
+    assert client.post("/export-report", headers=headers).status_code == 202
+
+
+def test_mail_server_down_is_retried_until_it_answers(
+    app, auth, client, service_env, workers, tmp_path
+):
+    workers.kill()
+    controller_port = free_port()
+    # a worker whose SMTP server is not there yet
+    env = {**service_env, "MAIL_PORT": str(controller_port)}
+    lonely = start_worker(env, tmp_path / "worker.log")
+    try:
+        user, headers = auth.patron()
+        report_id = client.post("/export-report", headers=headers).json["id"]
+        report = wait_for_report(app, report_id)
+        assert report.emailed_at is None  # built and downloadable, the mail is pending
+        controller, sink = start_smtp(port=controller_port)
+        try:
+            wait_for(lambda: sink.messages, timeout=30, what="retried mail")
+            assert sink.messages[0]["To"] == user["email"]
+            wait_for(lambda: report_row(app, report_id).emailed_at, what="emailed_at")
+        finally:
+            controller.stop()
+    finally:
+        lonely.kill()
+
+
+def test_beat_jobs_run_through_the_worker(app, auth, client, workers, smtp_server):
+    workers.ensure()
+    from tasks import purge_revoked_tokens, send_monthly_reports, send_overdue_reminders
+
+    active, _ = auth.patron()
+    idle, _ = auth.patron()
+    add_requests(app, active["id"], 2, request_date=datetime(2026, 9, 10))
+    overdue_due = utcnow() - timedelta(days=3)
+    add_requests(
+        app,
+        active["id"],
+        1,
+        book_name="Overdue",
+        status="approved",
+        due_date=overdue_due,
+        decided_at=overdue_due - timedelta(days=14),
+    )
+    with app.app_context():
+        db.session.add_all(
+            [
+                RevokedToken(
+                    jti="old", user_id=active["id"], expires_at=utcnow() - timedelta(hours=1)
+                ),
+                RevokedToken(
+                    jti="live", user_id=active["id"], expires_at=utcnow() + timedelta(hours=1)
+                ),
+            ]
+        )
+        db.session.commit()
+
+    send_monthly_reports.delay("2026-09")
+    report = wait_for(
+        lambda: report_row_for(app, active["id"], "2026-09"), timeout=30, what="monthly report"
+    )
+    report = wait_for_report(app, report.id)
+    assert report.row_count == 2
+    with app.app_context():
+        assert db.session.scalar(select(Report).where(Report.user_id == idle["id"])) is None
+
+    send_overdue_reminders.delay()
+    reminder = wait_for(
+        lambda: [m for m in mails_to(smtp_server, active["email"]) if "overdue" in m["Subject"]],
+        timeout=30,
+        what="overdue reminder",
+    )[0]
+    assert "Overdue 0" in reminder.get_content()
+    with app.app_context():
+        assert (
+            db.session.scalar(
+                select(BookRequest.reminded_at).where(BookRequest.book_name == "Overdue 0")
+            )
+            is not None
+        )
+
+    purge_revoked_tokens.delay()
+    with app.app_context():
+        wait_for(
+            lambda: (
+                db.session.scalars(select(RevokedToken.jti)).all() == ["live"]
+                or db.session.rollback()
+            ),
+            timeout=30,
+            what="purge",
+        )
+        assert db.session.get(User, active["id"]) is not None
+
+
+def report_row_for(app, user_id, month):
+    with app.app_context():
+        report = db.session.scalar(
+            select(Report).where(Report.user_id == user_id, Report.month == month)
+        )
+        if report is not None:
+            db.session.expunge(report)
+        return report
