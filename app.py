@@ -19,6 +19,7 @@ from config import default_config, ensure_jwt_secret
 from errors import register_error_handlers
 from extensions import api, jwt, limiter, migrate
 from models import User, db
+from seed import register_seed_command
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
@@ -54,6 +55,7 @@ def create_app(test_config=None):
 
     celery_init_app(app)
     register_commands(app)
+    register_seed_command(app)
     if app.config["AUTO_MIGRATE"]:
         ensure_schema(app)
     return app
