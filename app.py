@@ -26,7 +26,10 @@ MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migration
 
 def create_app(test_config=None):
     """Create and configure the app."""
-    app = Flask(__name__, instance_relative_config=True)
+    # INSTANCE_PATH moves the instance folder (database, dev secret, outbox) elsewhere
+    app = Flask(
+        __name__, instance_relative_config=True, instance_path=os.environ.get("INSTANCE_PATH")
+    )
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(default_config(app.instance_path))
     if test_config is None:
