@@ -12,3 +12,5 @@ timeout = 30
 graceful_timeout = 10
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# the control socket lives at one fixed path per user, so two instances would collide
+control_socket_disable = True

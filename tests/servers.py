@@ -145,6 +145,7 @@ def start_gunicorn(env, log_path, workers=2):
     server = ManagedProcess(
         [
             os.path.join(BIN, "gunicorn"),
+            "--no-control-socket",
             "--workers",
             str(workers),
             "--bind",

@@ -19,6 +19,7 @@ def test_three_terminals_run_the_tutorial_flow(tmp_path):
         "HOME": str(tmp_path),
         "REDIS_URL": redis_server.url,
         "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/instance/library.db",
         "FLASK_RUN_PORT": str(port),
     }
     api = ManagedProcess([sys.executable, "app.py"], env, tmp_path / "api.log").start()
