@@ -95,3 +95,27 @@ def test_production_start_without_a_jwt_secret_stops_with_one_line(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("JWT_SECRET_KEY is not set")
     assert "Traceback" not in result.stderr
+
+
+def test_development_secret_is_generated_once_and_reused(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "APP_ENV": "development",
+        "AUTO_MIGRATE": "false",
+        "INSTANCE_PATH": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+    }
+    code = "from app import create_app; print(create_app().config['JWT_SECRET_KEY'])"
+    first, second = (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        for _ in range(2)
+    )
+    assert len(first) >= 32 and first == second
+    assert oct((tmp_path / "jwt-secret").stat().st_mode & 0o777) == "0o600"

@@ -420,3 +420,16 @@ def report_row_for(app, user_id, month):
         if report is not None:
             db.session.expunge(report)
         return report
+
+
+def test_exports_are_rate_limited_per_user(client, app, auth):
+    _, headers = auth.patron()
+    _, other_headers = auth.patron()
+    app.config["EXPORT_RATE_LIMIT"] = "2 per minute"
+    try:
+        statuses = [client.post("/export-report", headers=headers).status_code for _ in range(3)]
+        other = client.post("/export-report", headers=other_headers).status_code
+    finally:
+        app.config["EXPORT_RATE_LIMIT"] = "10000 per minute"
+    assert statuses == [202, 409, 429]
+    assert other == 202  # the limit is per user, not global
