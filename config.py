@@ -125,7 +125,7 @@ def default_config(instance_path):
         "LOAN_DAYS": env_int("LOAN_DAYS", 14),
         "MAX_PENDING_REQUESTS": env_int("MAX_PENDING_REQUESTS", 20),
         "REPORT_CHUNK_BYTES": env_int("REPORT_CHUNK_BYTES", 256 * 1024),
-        "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 120),
+        "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 30),
         "REPORT_REQUEUE_SECONDS": env_int("REPORT_REQUEUE_SECONDS", 60),
         "REPORT_MAX_ATTEMPTS": env_int("REPORT_MAX_ATTEMPTS", 5),
         "MAIL_BACKEND": os.environ.get("MAIL_BACKEND") or "console",
