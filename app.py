@@ -72,11 +72,26 @@ def add_security_headers(response):
     return response
 
 
+class OneLineStorageErrors(logging.Filter):
+    """Log a rate-limit storage error as one warning line: Redis being down is no bug."""
+
+    def filter(self, record):
+        if record.exc_info:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
+            record.args = ()
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(app):
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    limiter_log = logging.getLogger("flask-limiter")
+    if not any(isinstance(f, OneLineStorageErrors) for f in limiter_log.filters):
+        limiter_log.addFilter(OneLineStorageErrors())
 
 
 @event.listens_for(Engine, "connect")

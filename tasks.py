@@ -322,8 +322,10 @@ def generate_user_report(self, report_id: str) -> None:
             release_report(report_id)
             raise self.retry(exc=exc, countdown=retry_delay(self)) from exc
         except Exception as exc:
+            # recorded on the report for its owner to see; retrying would fail the same way
+            log.exception("report %s failed", report_id)
             mark_failed(report_id, f"{type(exc).__name__}: {exc}")
-            raise
+            return
     email_report(self, report)
 
 

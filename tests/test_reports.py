@@ -277,7 +277,7 @@ def test_worker_killed_mid_report_and_the_report_still_completes(client, app, au
 
 
 def test_redis_down_at_export_time_and_the_report_completes_later(
-    client, app, auth, workers, redis_server
+    client, app, auth, workers, redis_server, caplog
 ):
     workers.ensure()
     user, headers = auth.patron()
@@ -289,6 +289,9 @@ def test_redis_down_at_export_time_and_the_report_completes_later(
         elapsed = time.monotonic() - started
         assert response.status_code == 202
         assert elapsed < 5, f".delay() took {elapsed:.1f}s with the broker down"
+        # logins still work (rate limits fall back to memory), and nothing logs a traceback
+        assert auth.login(user)["access_token"]
+        assert not [r for r in caplog.records if r.exc_info], caplog.text
         health = client.get("/health")
         assert health.status_code == 503
         assert health.json["broker"] == "down" and health.json["database"] == "ok"
