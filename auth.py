@@ -11,10 +11,10 @@ from flask_jwt_extended import (
     get_jwt,
     jwt_required,
 )
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from errors import error_response
-from extensions import BEARER, jwt, limiter
+from extensions import BEARER, Blueprint, jwt, limiter
 from models import RevokedToken, User, db
 from schemas import (
     LoginSchema,
@@ -55,6 +55,7 @@ class Register(MethodView):
 
     @blp.arguments(RegisterSchema)
     @blp.response(201, UserSchema)
+    @blp.error_responses(409, 429)
     def post(self, data):
         """Create a patron account"""
         return User.register(data["username"], data["email"], data["password"])
@@ -66,6 +67,7 @@ class Login(MethodView):
 
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
+    @blp.error_responses(401, 429)
     def post(self, data):
         """Exchange a username (or email) and password for tokens"""
         user = User.authenticate(data["username"], data["password"])
@@ -86,6 +88,7 @@ class Refresh(MethodView):
     @jwt_required(refresh=True)
     @blp.response(200, TokenSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401)
     def post(self):
         """Exchange a refresh token for a new access token"""
         return {
@@ -100,6 +103,7 @@ class Logout(MethodView):
     @jwt_required(verify_type=False)
     @blp.response(200, MessageSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401)
     def post(self):
         """Revoke the presented access or refresh token"""
         RevokedToken.revoke(get_jwt())
@@ -111,6 +115,7 @@ class Me(MethodView):
     @jwt_required()
     @blp.response(200, UserSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401)
     def get(self):
         """Show the account the token belongs to"""
         return current_user

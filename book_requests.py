@@ -2,11 +2,11 @@
 
 from flask.views import MethodView
 from flask_jwt_extended import current_user, jwt_required
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import select
 
 from auth import admin_required
-from extensions import BEARER
+from extensions import BEARER, Blueprint
 from models import BookRequest, db, paginate
 from schemas import (
     BookRequestCreateSchema,
@@ -17,6 +17,9 @@ from schemas import (
 )
 
 blp = Blueprint("book_requests", __name__, description="Book requests and the librarian workflow")
+
+# ids past PostgreSQL's integer range cannot exist: 404 at routing, not a database error
+REQUEST_URL = "/requests/<int(max=2147483647):request_id>"
 
 
 def get_book_request(request_id):
@@ -40,6 +43,7 @@ class BookRequests(MethodView):
     @blp.arguments(BookRequestQuerySchema, location="query")
     @blp.response(200, page_schema(BookRequestSchema))
     @blp.doc(security=BEARER)
+    @blp.error_responses(401)
     def get(self, args):
         """List your requests, newest first (librarians see everyone's)"""
         query = select(BookRequest).order_by(BookRequest.id.desc())
@@ -55,6 +59,7 @@ class BookRequests(MethodView):
     @blp.arguments(BookRequestCreateSchema)
     @blp.response(201, BookRequestSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 409)
     def post(self, data):
         """Request a book"""
         return create_book_request(data)
@@ -66,25 +71,28 @@ class RequestBook(MethodView):
     @blp.arguments(BookRequestCreateSchema)
     @blp.response(201, BookRequestSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 409)
     def post(self, data):
         """Request a book (the tutorial's path; same as POST /requests)"""
         return create_book_request(data)
 
 
-@blp.route("/requests/<int:request_id>")
+@blp.route(REQUEST_URL)
 class BookRequestDetail(MethodView):
     @jwt_required()
     @blp.response(200, BookRequestSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 404)
     def get(self, request_id):
         """Show one request"""
         return get_book_request(request_id)
 
 
-@blp.route("/requests/<int:request_id>/cancel", methods=["POST"])
+@blp.route(f"{REQUEST_URL}/cancel", methods=["POST"])
 @jwt_required()
 @blp.response(200, BookRequestSchema)
 @blp.doc(security=BEARER)
+@blp.error_responses(401, 403, 404, 409)
 def cancel_request(request_id):
     """Cancel your own pending request"""
     book_request = get_book_request(request_id)
@@ -93,29 +101,32 @@ def cancel_request(request_id):
     return book_request.apply("cancel", current_user)
 
 
-@blp.route("/requests/<int:request_id>/approve", methods=["POST"])
+@blp.route(f"{REQUEST_URL}/approve", methods=["POST"])
 @admin_required
 @blp.response(200, BookRequestSchema)
 @blp.doc(security=BEARER)
+@blp.error_responses(401, 403, 404, 409)
 def approve_request(request_id):
     """Approve a pending request; the loan is due in LOAN_DAYS days"""
     return get_book_request(request_id).apply("approve", current_user)
 
 
-@blp.route("/requests/<int:request_id>/reject", methods=["POST"])
+@blp.route(f"{REQUEST_URL}/reject", methods=["POST"])
 @admin_required
 @blp.arguments(RejectSchema)
 @blp.response(200, BookRequestSchema)
 @blp.doc(security=BEARER)
+@blp.error_responses(401, 403, 404, 409)
 def reject_request(data, request_id):
     """Reject a pending request, giving a reason"""
     return get_book_request(request_id).apply("reject", current_user, reason=data["reason"])
 
 
-@blp.route("/requests/<int:request_id>/return", methods=["POST"])
+@blp.route(f"{REQUEST_URL}/return", methods=["POST"])
 @admin_required
 @blp.response(200, BookRequestSchema)
 @blp.doc(security=BEARER)
+@blp.error_responses(401, 403, 404, 409)
 def return_request(request_id):
     """Mark an approved request's book as returned"""
     return get_book_request(request_id).apply("return", current_user)

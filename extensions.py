@@ -1,10 +1,74 @@
 """Flask extension objects, created unbound here and bound to the app in `create_app`."""
 
+import json
+from http import HTTPStatus
+
+import flask_smorest
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
-from flask_smorest import Api
+from flask_smorest import abort
+from webargs.core import missing
+from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from schemas import ErrorSchema
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest's Api, documenting every error in the one shape errors.py gives it."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
+class JSONParser(FlaskParser):
+    """webargs' parser, stricter: a body that is not JSON is 415, JSON Python cannot use 400."""
+
+    def load_json(self, req, schema):
+        body = req.get_data(cache=True)
+        # werkzeug cuts a chunked body off at MAX_CONTENT_LENGTH without a word: is there more?
+        limit = req.max_content_length
+        if limit is not None and len(body) >= limit and req.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+        # a body sent as a form or as text would otherwise be ignored, as if none were sent
+        if body and not is_json_request(req):
+            abort(415, message="Send the body as JSON, with Content-Type: application/json.")
+        try:
+            data = super().load_json(req, schema)
+            # a lone surrogate ("\ud800") parses, but no database, hash or response can encode it
+            if data is not missing:
+                json.dumps(data, ensure_ascii=False).encode()
+        # RecursionError: nested too deep; ValueError: a number of over 4300 digits, a surrogate
+        except (RecursionError, ValueError) as exc:
+            self._handle_invalid_json_error(exc, req)
+        return data
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint, with the stricter JSON parser and documented error statuses."""
+
+    ARGUMENTS_PARSER = JSONParser()
+
+    def arguments(self, schema, *, location="json", **kwargs):
+        """Take arguments as flask-smorest does; a body can also be 400, 413 or 415."""
+        take_arguments = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return take_arguments
+        body_errors = self.error_responses(400, 413, 415)
+        return lambda view: body_errors(take_arguments(view))
+
+    def error_responses(self, *codes):
+        """Document the error statuses an operation can answer with."""
+
+        def decorator(view):
+            for code in codes:
+                # flask-smorest registers an error-shaped response for every status, by name
+                view = self.alt_response(code, response=HTTPStatus(code).name)(view)
+            return view
+
+        return decorator
+
 
 api = Api()
 jwt = JWTManager()

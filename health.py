@@ -2,13 +2,13 @@
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from kombu import Connection
 from sqlalchemy import text
 
 from errors import error_response
+from extensions import Blueprint
 from models import db
-from schemas import HealthSchema
+from schemas import HealthDownSchema, HealthSchema
 
 blp = Blueprint("health", __name__, description="Service health")
 
@@ -36,7 +36,7 @@ def broker_ok():
 @blp.route("/health")
 class Health(MethodView):
     @blp.response(200, HealthSchema)
-    @blp.alt_response(503, schema=HealthSchema, description="a part is down")
+    @blp.alt_response(503, schema=HealthDownSchema, description="a part is down")
     def get(self):
         """Report whether the database and the broker answer"""
         parts = {

@@ -124,13 +124,29 @@ class User(db.Model):
         """Set the role; demoting the last librarian is refused."""
         if self.role == "admin" and role != "admin":
             # locking the librarians' rows stops two of them demoting each other at once
-            admins = db.session.scalars(
-                select(User.id).where(User.role == "admin").with_for_update()
-            ).all()
-            if len(admins) <= 1:
+            lock_users(User.role == "admin")
+            admins = db.session.scalar(
+                select(func.count()).select_from(User).where(User.role == "admin")
+            )
+            if admins <= 1:
+                db.session.rollback()
                 abort(409, message="Cannot demote the last librarian.")
         self.role = role
         db.session.commit()
+
+
+def lock_users(*conditions):
+    """Lock the matching accounts until commit, so that racing requests take turns.
+
+    A no-op UPDATE, not SELECT ... FOR UPDATE: PostgreSQL locks the rows either way, but
+    SQLite ignores FOR UPDATE, and only a write takes its (database-wide) write lock.
+    """
+    db.session.execute(
+        update(User)
+        .where(*conditions)
+        .values(role=User.role)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def conflict_message(username_taken, username, email):
@@ -173,8 +189,8 @@ class BookRequest(db.Model):
     @staticmethod
     def create(user, book_name, author=None, note=None):
         """Record a new pending request, keeping each patron under the pending limit."""
-        # lock the patron's row (PostgreSQL) so concurrent requests count one at a time
-        db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
+        # lock the patron's row so concurrent requests count one at a time
+        lock_users(User.id == user.id)
         pending = db.session.scalar(
             select(func.count())
             .select_from(BookRequest)

@@ -3,15 +3,16 @@
 from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt_identity, jwt_required
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import select
 
-from extensions import BEARER, limiter
+from extensions import BEARER, Blueprint, limiter
 from models import Report, db, paginate
 from schemas import (
     DownloadArgsSchema,
     ExportArgsSchema,
     PageArgsSchema,
+    ReportConflictSchema,
     ReportSchema,
     page_schema,
 )
@@ -28,7 +29,7 @@ def current_user_key():
 
 def get_report(report_id):
     """Return the report if the caller may see it; someone else's is 404, like a missing one."""
-    report = db.session.get(Report, report_id)
+    report = db.session.get(Report, str(report_id))
     if report is None or (report.user_id != current_user.id and not current_user.is_admin):
         abort(404, message=f"Report {report_id} not found.")
     return report
@@ -51,15 +52,19 @@ class ExportReport(MethodView):
 
     @blp.arguments(ExportArgsSchema, location="query")
     @blp.response(202, ReportSchema)
+    @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 429)
     def get(self, args):
         """Export a report of your requests (optional month=YYYY-MM)"""
         return export_report(args["month"])
 
     @blp.arguments(ExportArgsSchema, location="query")
-    @blp.arguments(ExportArgsSchema)
+    @blp.arguments(ExportArgsSchema, required=False)
     @blp.response(202, ReportSchema)
+    @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 429)
     def post(self, query_args, body_args):
         """Export a report of your requests (month in the body or the query)"""
         return export_report(body_args["month"] or query_args["month"])
@@ -71,6 +76,7 @@ class Reports(MethodView):
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, page_schema(ReportSchema))
     @blp.doc(security=BEARER)
+    @blp.error_responses(401)
     def get(self, args):
         """List your reports, newest first (librarians see everyone's)"""
         query = select(Report).order_by(Report.created_at.desc(), Report.id)
@@ -79,22 +85,25 @@ class Reports(MethodView):
         return paginate(query, args["page"], args["per_page"])
 
 
-@blp.route("/reports/<report_id>")
+# report ids are UUIDs: anything else is 404 at routing, never a database lookup
+@blp.route("/reports/<uuid:report_id>")
 class ReportDetail(MethodView):
     @jwt_required()
     @blp.response(200, ReportSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 404)
     def get(self, report_id):
         """Show a report's status and progress"""
         return get_report(report_id)
 
 
-@blp.route("/reports/<report_id>/download")
+@blp.route("/reports/<uuid:report_id>/download")
 class ReportDownload(MethodView):
     @jwt_required()
     @blp.arguments(DownloadArgsSchema, location="query")
     @blp.response(200, description="the report file, as an attachment")
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 404, 409)
     def get(self, args, report_id):
         """Download a finished report as HTML or CSV"""
         report = get_report(report_id)

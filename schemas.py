@@ -25,6 +25,21 @@ class Text(fields.String):
         return text
 
 
+class FullMatch(validate.Regexp):
+    """A Regexp the whole value must match: in Python `$` also matches before a final newline."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+def printable(text):
+    """Refuse text with control characters, line breaks included."""
+    if CONTROL_CHARACTERS.search(text) or LINE_BREAKS.search(text):
+        raise ValidationError("Must not contain control characters.")
+
+
 class ErrorSchema(Schema):
     code = fields.Int(metadata={"description": "HTTP status code"})
     status = fields.Str(metadata={"description": "HTTP reason phrase"})
@@ -56,12 +71,11 @@ class RegisterSchema(Schema):
         required=True,
         validate=[
             validate.Length(min=3, max=80),
-            validate.Regexp(
-                r"^[A-Za-z0-9_.-]+$", error="Use only letters, digits, '_', '.' and '-'."
-            ),
+            FullMatch(r"^[A-Za-z0-9_.-]+$", error="Use only letters, digits, '_', '.' and '-'."),
         ],
     )
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    # an email's quoted local part may hold control characters; no mail server wants them
+    email = fields.Email(required=True, validate=[validate.Length(max=254), printable])
     password = fields.Str(required=True, load_only=True, validate=validate.Length(min=8, max=128))
 
     @post_load
@@ -71,7 +85,8 @@ class RegisterSchema(Schema):
 
 
 class LoginSchema(Schema):
-    username = fields.Str(
+    # Text: PostgreSQL refuses a NUL even in a lookup
+    username = Text(
         required=True,
         validate=validate.Length(min=1, max=254),
         metadata={"description": "username or email"},
@@ -137,7 +152,15 @@ class RejectSchema(Schema):
     reason = Text(required=True, multiline=True, validate=validate.Length(min=1, max=500))
 
 
-MONTH = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Use the form YYYY-MM.")
+# years a report can cover: year 0 and 9999-12 would pass a plain YYYY-MM and then fail the
+# worker, whose month bounds cannot hold them
+MONTH = FullMatch(
+    r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$", error="Use the form YYYY-MM (1900-2999)."
+)
+
+
+class ReportConflictSchema(ErrorSchema):
+    report_id = fields.Str(metadata={"description": "the report still being prepared"})
 
 
 class ExportArgsSchema(Schema):
@@ -176,5 +199,10 @@ class ReportSchema(Schema):
 
 class HealthSchema(Schema):
     status = fields.Str()
+    database = fields.Str()
+    broker = fields.Str()
+
+
+class HealthDownSchema(ErrorSchema):
     database = fields.Str()
     broker = fields.Str()

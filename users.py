@@ -1,11 +1,11 @@
 """Librarian-only account administration: list users and change roles."""
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import select
 
 from auth import admin_required
-from extensions import BEARER
+from extensions import BEARER, Blueprint
 from models import User, db, paginate
 from schemas import PageArgsSchema, RoleSchema, UserSchema, page_schema
 
@@ -18,17 +18,20 @@ class Users(MethodView):
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, page_schema(UserSchema))
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 403)
     def get(self, args):
         """List every account"""
         return paginate(select(User).order_by(User.id), args["page"], args["per_page"])
 
 
-@blp.route("/users/<int:user_id>")
+# ids past PostgreSQL's integer range cannot exist: 404 at routing, not a database error
+@blp.route("/users/<int(max=2147483647):user_id>")
 class UserDetail(MethodView):
     @admin_required
     @blp.arguments(RoleSchema)
     @blp.response(200, UserSchema)
     @blp.doc(security=BEARER)
+    @blp.error_responses(401, 403, 404, 409)
     def patch(self, data, user_id):
         """Change an account's role"""
         user = db.session.get(User, user_id)

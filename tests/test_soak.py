@@ -1,0 +1,216 @@
+"""A bounded soak: a few clients register, log in, request, list and export against gunicorn
+and a real worker for SOAK_SECONDS (20 by default, 60 for the full soak). No 5xx, every
+export finished, and the API's memory after the run within 20% of its size after warm-up."""
+
+import collections
+import itertools
+import os
+import random
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from models import Report, db
+from tests.servers import wait_for
+
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
+WARM_UP_SECONDS = 4
+CLIENTS = 4
+MEMORY_GROWTH_LIMIT = 0.20
+
+pytestmark = pytest.mark.soak
+
+
+def children(pid):
+    """The pids of `pid`'s child processes (gunicorn's workers, for its master)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # the parent pid is the second field after the parenthesised command name
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if parent == pid:
+            found.append(int(entry))
+    return found
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def api_memory(server):
+    """The resident memory of the API: the sum over gunicorn's workers."""
+    workers = children(server.process.pid)
+    assert workers, "gunicorn has no workers"
+    return sum(rss_bytes(pid) for pid in workers), len(workers)
+
+
+class Client:
+    """One patron after another: register, log in, then a mix of the API's everyday calls."""
+
+    def __init__(self, base_url, number, stats):
+        self.base_url = base_url
+        self.rng = random.Random(number)  # the same mix on every run
+        self.number = number
+        self.stats = stats
+        self.stop_at = 0.0
+        self.reports = []
+        self.http = requests.Session()
+
+    def call(self, method, path, **kwargs):
+        try:
+            response = self.http.request(method, self.base_url + path, timeout=60, **kwargs)
+        except requests.RequestException as exc:
+            self.stats.record(f"{method} {path.split('?')[0]}", f"error {type(exc).__name__}")
+            return None
+        self.stats.record(f"{method} {route_of(path)}", response.status_code)
+        return response
+
+    def new_patron(self):
+        name = f"soak{self.number}_{uuid.uuid4().hex[:10]}"
+        body = {"username": name, "email": f"{name}@example.org", "password": "soak password"}
+        self.call("POST", "/register", json=body)
+        login = self.call("POST", "/login", json={"username": name, "password": body["password"]})
+        token = login.json()["access_token"] if login is not None and login.ok else ""
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def step(self):
+        roll = self.rng.random()
+        if roll < 0.05:
+            self.new_patron()
+        elif roll < 0.35:
+            note = self.rng.choice([None, "hardback", "📚 any edition"])
+            created = self.call(
+                "POST", "/requests", json={"book_name": f"Book {self.rng.randrange(10**6)}",
+                                           "note": note},
+            )  # fmt: skip
+            if created is not None and created.status_code == 409:  # the pending limit
+                request_id = self.call("GET", "/requests?status=pending&per_page=1")
+                if request_id is not None and request_id.ok and request_id.json()["items"]:
+                    pending = request_id.json()["items"][0]["id"]
+                    self.call("POST", f"/requests/{pending}/cancel")
+        elif roll < 0.65:
+            page = self.rng.randint(1, 3)
+            self.call("GET", f"/requests?page={page}&per_page={self.rng.choice([5, 20, 100])}")
+        elif roll < 0.75:
+            self.call("GET", "/me")
+        elif roll < 0.85:
+            exported = self.call("POST", "/export-report")
+            if exported is not None and exported.status_code == 202:
+                self.reports.append(exported.json()["id"])
+        else:
+            listed = self.call("GET", "/reports")
+            if listed is not None and listed.ok:
+                for report in listed.json()["items"][:1]:
+                    self.call("GET", f"/reports/{report['id']}")
+                    if report["status"] == "done":
+                        self.call("GET", f"/reports/{report['id']}/download?format=csv")
+
+    def run(self):
+        self.new_patron()
+        while time.monotonic() < self.stop_at:
+            self.step()
+
+
+def route_of(path):
+    """The route a path belongs to, with ids folded, so that the figures group by route."""
+    parts = [
+        "<id>" if part.isdigit() or len(part) == 36 else part
+        for part in path.split("?")[0].split("/")
+    ]
+    return "/".join(parts)
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = collections.Counter()
+
+    def record(self, route, status):
+        with self.lock:
+            self.counts[(route, status)] += 1
+
+    def total(self):
+        return sum(self.counts.values())
+
+    def failures(self):
+        return {
+            key: n for key, n in self.counts.items() if not isinstance(key[1], int) or key[1] >= 500
+        }
+
+
+def drive(clients, seconds):
+    stop_at = time.monotonic() + seconds
+    threads = []
+    for client in clients:
+        client.stop_at = stop_at
+        thread = threading.Thread(target=client.run, daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(timeout=seconds + 120)
+        assert not thread.is_alive(), "a soak client hung"
+
+
+def test_soak(live_server, worker_factory, app, capsys):
+    worker = worker_factory(concurrency=1)
+    try:
+        warm_stats, stats = Stats(), Stats()
+        # warm-up: every kind of call, so each worker has imported and cached what it uses
+        drive([Client(live_server.url, n, warm_stats) for n in range(CLIENTS)], WARM_UP_SECONDS)
+        memory_after_warm_up, worker_count = api_memory(live_server)
+
+        clients = [Client(live_server.url, 100 + n, stats) for n in range(CLIENTS)]
+        began = time.monotonic()
+        drive(clients, SOAK_SECONDS)
+        elapsed = time.monotonic() - began
+        report_ids = list(itertools.chain.from_iterable(c.reports for c in clients))
+
+        def all_exports_finished():
+            with app.app_context():
+                return not db.session.scalar(
+                    select(Report.id)
+                    .where(Report.id.in_(report_ids), Report.status.in_(["queued", "running"]))
+                    .limit(1)
+                )
+
+        drain_began = time.monotonic()
+        wait_for(all_exports_finished, timeout=120, interval=0.5, what="every export finished")
+        drain = time.monotonic() - drain_began
+        memory_at_end, _ = api_memory(live_server)
+    finally:
+        worker.kill()
+
+    growth = memory_at_end / memory_after_warm_up - 1
+    by_status = collections.Counter()
+    for (_, status), n in stats.counts.items():
+        by_status[status] += n
+    with app.app_context():
+        failed = db.session.scalars(
+            select(Report.error).where(Report.id.in_(report_ids), Report.status == "failed")
+        ).all()
+    with capsys.disabled():
+        print(
+            f"\nsoak: {SOAK_SECONDS:.0f} s, {CLIENTS} clients, {stats.total()} requests "
+            f"({stats.total() / elapsed:.0f}/s), statuses {dict(sorted(by_status.items()))}\n"
+            f"soak: {len(report_ids)} exports, all done {drain:.1f} s after the load stopped\n"
+            f"soak: API memory ({worker_count} gunicorn workers) "
+            f"{memory_after_warm_up / 2**20:.1f} MiB after warm-up, "
+            f"{memory_at_end / 2**20:.1f} MiB at the end ({growth:+.1%})"
+        )
+    assert not warm_stats.failures() and not stats.failures(), stats.failures()
+    assert report_ids, "the soak exported nothing"
+    assert not failed, failed
+    assert abs(growth) <= MEMORY_GROWTH_LIMIT
