@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from models import BookRequest, Report, ReportChunk, RevokedToken, User, db, utcnow
 from tests.servers import free_port, start_smtp, start_worker, wait_for
@@ -437,3 +437,31 @@ def test_exports_are_rate_limited_per_user(client, app, auth, workers):
         app.config["EXPORT_RATE_LIMIT"] = "10000 per minute"
     assert statuses == [202, 409, 429]
     assert other == 202  # the limit is per user, not global
+
+
+def test_database_connection_lost_mid_build_is_retried(client, app, auth, workers):
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("cutting the worker's database connection needs PostgreSQL")
+    workers.ensure()
+    user, headers = auth.patron()
+    add_requests(app, user["id"], 150_000)
+    report_id = client.post("/export-report", headers=headers).json["id"]
+    wait_for(
+        lambda: report_row(app, report_id).progress > 0,
+        timeout=60,
+        interval=0.02,
+        what="report building",
+    )
+    with app.app_context():
+        # what a database restart or a network blip does to the worker's connection
+        db.session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        db.session.commit()
+        db.engine.dispose()
+    report = wait_for_report(app, report_id, timeout=90)
+    assert report.row_count == 150_000
+    assert report.attempts >= 2
