@@ -1,7 +1,7 @@
 """Benchmark the service against floors built in the same run, on loopback only.
 
-    .venv/bin/python bench/run.py            # full run, about 7 minutes on 2 cores
-    .venv/bin/python bench/run.py --quick    # shorter run, under 3 minutes
+    .venv/bin/python bench/run.py            # full run, about 4 minutes on 2 cores
+    .venv/bin/python bench/run.py --quick    # shorter run, about 2 minutes
 
 It starts its own redis-server, a fresh SQLite database in a temporary folder, the API under
 gunicorn (gunicorn.conf.py), a Celery worker, and a bare Flask floor app (bench/floor_app.py)
@@ -229,9 +229,9 @@ def summary(values):
 def fmt(stat, unit, digits=1):
     if stat is None:
         return "n/a"
-    return (
-        f"{stat['median']:.{digits}f} {unit} ({stat['min']:.{digits}f}–{stat['max']:.{digits}f})"
-    ).strip()
+    unit = f" {unit}" if unit else ""
+    low, high = f"{stat['min']:.{digits}f}", f"{stat['max']:.{digits}f}"
+    return f"{stat['median']:.{digits}f}{unit} ({low}–{high})"
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -321,6 +321,8 @@ class Bench:
             JWT_ACCESS_TOKEN_EXPIRES="7200",
             MAX_PENDING_REQUESTS=str(10**9),
             MAIL_BACKEND="console",
+            # nothing of the run lands in the checkout's instance/ folder
+            INSTANCE_PATH=os.path.join(self.tmp, "instance"),
             BIND=f"127.0.0.1:{port}",
             PYTHONUNBUFFERED="1",
         )
@@ -596,21 +598,28 @@ class Bench:
             return self.auth(self.tokens[users[i % len(users)]])
 
         body = {"book_name": "The Bench Book", "author": "A. Writer", "note": "bench"}
+        floor, api = (self.floor, self.floor_port), (self.api, self.api_port)
         cases = {
-            "floor_plain": (self.floor_port, lambda i: ("GET", "/plain", {}, None), 200),
-            "floor_jwt": (self.floor_port, lambda i: ("GET", "/protected", token(i), None), 200),
-            "me": (self.api_port, lambda i: ("GET", "/me", token(i), None), 200),
-            "list": (self.api_port,
-                     lambda i: ("GET", "/requests?per_page=20", token(i), None), 200),
-            "create": (self.api_port, lambda i: ("POST", "/requests", token(i), body), 201),
+            "floor_plain": (floor, lambda i: ("GET", "/plain", {}, None), 200),
+            "floor_jwt": (floor, lambda i: ("GET", "/protected", token(i), None), 200),
+            "me": (api, lambda i: ("GET", "/me", token(i), None), 200),
+            "list": (api, lambda i: ("GET", "/requests?per_page=20", token(i), None), 200),
+            "create": (api, lambda i: ("POST", "/requests", token(i), body), 201),
         }  # fmt: skip
         for name in cases:
             self.results[f"rps_{name}"] = []
-        self.results["create_statuses"] = []
+            self.results[f"cpu_ms_{name}"] = []
+        hz = os.sysconf("SC_CLK_TCK")
         for round_no in range(size["rounds"]):
             line = []
-            for name, (port, make, ok) in cases.items():
+            for name, ((server, port), make, ok) in cases.items():
+                # the server's own CPU per request: steadier than req/s on a shared machine
+                workers = server.children()
+                cpu_before = sum(process_jiffies(pid) for pid in workers)
                 result = run_load(port, make, clients, duration=seconds)
+                cpu = sum(process_jiffies(pid) for pid in workers) - cpu_before
+                answered = sum(result.statuses.values())
+                self.results[f"cpu_ms_{name}"].append(1000 * cpu / hz / max(answered, 1))
                 self.results[f"rps_{name}"].append(result.rate(ok))
                 others = {s: c for s, c in result.statuses.items() if s != ok}
                 if others or result.errors:
@@ -698,6 +707,7 @@ class Bench:
         keys = {small: "peak_small_mb", large: "peak_large_mb"}
         for key in keys.values():
             self.results[key] = []
+            self.results[key.replace("peak", "rise")] = []
         self.results["large_build_s"] = []
         for round_no in range(self.size["rounds"]):
             for rows, index in ((small, self.big["memory_small"]),
@@ -714,6 +724,8 @@ class Bench:
                 grown = {pid: proc_status(pid, "VmHWM") - before[pid] for pid in children}
                 busiest = max(grown, key=grown.get)
                 self.results[keys[rows]].append(proc_status(busiest, "VmHWM") / 1024)
+                # how far the task took the process above where it started
+                self.results[keys[rows].replace("peak", "rise")].append(grown[busiest] / 1024)
                 if rows == large:
                     self.results["large_build_s"].append(seconds)
             self.say(
@@ -837,7 +849,34 @@ def machine():
         "kernel": platform.release(),
         "sqlite": sqlite3.sqlite_version,
         "versions": versions,
+        "git": git_state(),
     }
+
+
+def git_state():
+    """Return the commit measured, and the core files that differ from it."""
+
+    def git(*args):
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.rstrip("\n")
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("log", "-1", "--format=%h %s") or "unknown"
+    changed = [
+        line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if not line[3:].startswith("bench/")
+    ]  # fmt: skip
+    return {"head": head, "changed": changed}
+
+
+def background_now(seconds=2.0):
+    """Return the share of all CPUs busy right now (nothing of ours runs yet)."""
+    meter = CpuMeter(lambda: [])
+    time.sleep(seconds)
+    return meter.background_share()
 
 
 def rows_of(results, facts, size):
@@ -931,6 +970,12 @@ def render(table, results, facts, size, command, info, notes):
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, "
         f"Python {info['python']}, SQLite {info['sqlite']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        f"- code measured: commit {info['git']['head']}"
+        + (
+            f", with uncommitted changes to {', '.join(info['git']['changed'])}"
+            if info["git"]["changed"]
+            else ", no uncommitted changes"
+        ),
         f"- API: gunicorn.conf.py, worker class `{facts['worker_class']}`, "
         f"{facts['api_workers']} workers (floor app: same settings, {facts['floor_workers']} "
         f"workers); Celery worker: prefork, concurrency {facts['celery_pool']}",
@@ -938,7 +983,8 @@ def render(table, results, facts, size, command, info, notes):
         f"127.0.0.1; run took {facts['duration']:.0f} s",
         f"- every figure: median of {size['rounds']} runs, (min–max) in brackets; a ratio is "
         "the median of the per-run ratios",
-        f"- CPU used by other processes on the machine during each phase: {background}",
+        f"- CPU used by other processes on the machine: {facts['background_before']:.0%} just "
+        f"before the run; during each phase: {background}",
         "",
         "| figure | value | floor | ratio | target | result |",
         "|---|---|---|---|---|---|",
@@ -952,6 +998,17 @@ def render(table, results, facts, size, command, info, notes):
         f"- registration at {size['concurrency']} clients: {fmt(r['register_rate'], '/s')}; "
         f"login at {size['concurrency']} clients: {fmt(r['login_rate'], '/s')}; "
         f"argon2 hash in-process: {fmt(r['argon2_hash_ms'], 'ms')}",
+        "- server CPU per request in the throughput runs (all gunicorn workers, ms): "
+        + ", ".join(
+            f"{label} {fmt(r[f'cpu_ms_{key}'], '', 2)}"
+            for key, label in (
+                ("floor_plain", "floor plain"),
+                ("floor_jwt", "floor `@jwt_required()`"),
+                ("me", "`GET /me`"),
+                ("list", "`GET /requests`"),
+                ("create", "`POST /requests`"),
+            )
+        ),
         f"- throughput while the exports were timed: `/me` {fmt(r['me_rate'], 'req/s', 0)}, "
         f"`/export-report` {fmt(r['export_rate'], 'req/s', 0)} (202s only)",
         f"- {size['report_rows']:,}-row report: HTML {sizes.get('html', 0) / 1e6:.1f} MB and "
@@ -959,6 +1016,9 @@ def render(table, results, facts, size, command, info, notes):
         f"{(sizes.get('compressed') or 0) / 1e6:.1f} MB compressed; floor CSV "
         f"{facts.get('floor_csv_bytes', 0) / 1e6:.1f} MB",
         f"- {size['memory_rows'][1]:,}-row report build time: {fmt(r['large_build_s'], 's')}",
+        f"- worker child's peak RSS above its RSS before the task: "
+        f"{fmt(r['rise_small_mb'], 'MB')} for {size['memory_rows'][0]:,} rows, "
+        f"{fmt(r['rise_large_mb'], 'MB')} for {size['memory_rows'][1]:,} rows",
     ]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
@@ -969,12 +1029,28 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a shorter run, under 3 minutes")
     parser.add_argument("--keep", action="store_true", help="keep the logs and the database")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for other processes to leave the CPUs idle",
+    )
     options = parser.parse_args()
     command = ".venv/bin/python bench/run.py" + (" --quick" if options.quick else "")
     info = machine()
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{date}; {info['nproc']} CPUs ({info['cpu']}); Python {info['python']}")
+    print(f"code: {info['git']['head']}; uncommitted: {', '.join(info['git']['changed']) or '-'}")
+    deadline = time.monotonic() + options.wait_quiet
+    background = background_now()
+    while background > 0.1 and time.monotonic() < deadline:
+        print(f"other processes use {background:.0%} of the CPUs; waiting for quiet")
+        background = background_now(5)
+    if background > 0.1:
+        print(f"warning: other processes use {background:.0%} of the CPUs: figures will be noisy")
     bench = Bench(options)
+    bench.facts["background_before"] = background
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
