@@ -1,5 +1,6 @@
 """The project's shape: modules import alone, nothing shadows a dependency, docs are served."""
 
+import os
 import subprocess
 import sys
 
@@ -119,3 +120,23 @@ def test_development_secret_is_generated_once_and_reused(tmp_path):
     )
     assert len(first) >= 32 and first == second
     assert oct((tmp_path / "jwt-secret").stat().st_mode & 0o777) == "0o600"
+
+
+def test_migrations_match_the_models(tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/check.db",
+        "JWT_SECRET_KEY": "x" * 40,
+        "INSTANCE_PATH": str(tmp_path),
+    }
+    flask = os.path.join(os.path.dirname(sys.executable), "flask")
+    result = subprocess.run(
+        [flask, "--app", "app", "db", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No new upgrade operations detected" in result.stdout + result.stderr
