@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token, create_refresh_token
-from sqlalchemy import select
 
 from models import BookRequest, Report, User, db, password_hasher
+from tests.dbstate import snapshot
 
 PASSWORD_HASH = password_hasher.hash("correct horse")
 REQUEST_STATUSES = ("pending", "approved", "rejected", "cancelled", "returned")
@@ -75,20 +75,6 @@ def people(app):
                 for name, user in (("alice", alice), ("bob", bob), ("librarian", librarian))
             },
             "refresh": create_refresh_token(identity=str(alice.id)),
-        }
-
-
-def snapshot(app):
-    with app.app_context():
-        db.session.rollback()
-        return {
-            table.name: [
-                tuple(row)
-                for row in db.session.execute(
-                    select(table).order_by(*table.primary_key.columns)
-                ).all()
-            ]
-            for table in db.metadata.sorted_tables
         }
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import requests
 from flask_jwt_extended import create_access_token
-from sqlalchemy import select
 
 from models import BookRequest, User, db, password_hasher
+from tests.dbstate import snapshot
 
 PASSWORD = "correct horse"
 PASSWORD_HASH = password_hasher.hash(PASSWORD)
@@ -57,21 +57,6 @@ def world(app):
 
 def bearer(user_id):
     return {"Authorization": f"Bearer {create_access_token(identity=str(user_id))}"}
-
-
-def snapshot(app):
-    """Every row of every table, in primary-key order."""
-    with app.app_context():
-        db.session.rollback()
-        return {
-            table.name: [
-                tuple(row)
-                for row in db.session.execute(
-                    select(table).order_by(*table.primary_key.columns)
-                ).all()
-            ]
-            for table in db.metadata.sorted_tables
-        }
 
 
 def assert_refused(response, *codes):
