@@ -76,18 +76,24 @@ def report_filter(report):
     return and_(*conditions)
 
 
+def claimable():
+    """The reports a delivery may take: queued, or running with no heartbeat for a while."""
+    stale = utcnow() - timedelta(seconds=current_app.config["REPORT_STALE_SECONDS"])
+    return or_(
+        Report.status == "queued",
+        and_(Report.status == "running", Report.heartbeat_at < stale),
+    )
+
+
 def claim_report(report_id, task_id):
     """Mark the report running for this task; False when another delivery already has it."""
     now = utcnow()
-    stale = now - timedelta(seconds=current_app.config["REPORT_STALE_SECONDS"])
     result = db.session.execute(
         update(Report)
         .where(
             Report.id == report_id,
-            or_(
-                Report.status == "queued",
-                and_(Report.status == "running", Report.heartbeat_at < stale),
-            ),
+            claimable(),
+            Report.attempts < current_app.config["REPORT_MAX_ATTEMPTS"],
         )
         .values(
             status="running",
@@ -296,6 +302,29 @@ def release_report(report_id):
     db.session.commit()
 
 
+def give_up_if_exhausted(report):
+    """Fail a report that could be taken but has used up its attempts; else leave it be."""
+    exhausted = db.session.execute(
+        update(Report)
+        .where(
+            Report.id == report.id,
+            claimable(),
+            Report.attempts >= current_app.config["REPORT_MAX_ATTEMPTS"],
+        )
+        .values(
+            status="failed",
+            error=f"gave up after {report.attempts} attempts",
+            finished_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    if exhausted.rowcount:
+        log.error("report %s failed: gave up after %d attempts", report.id, report.attempts)
+    else:
+        log.info("report %s is %s elsewhere, skipping", report.id, report.status)
+
+
 def retry_delay(task):
     return min(2 ** (task.request.retries + 1), 60)
 
@@ -308,11 +337,8 @@ def generate_user_report(self, report_id: str) -> None:
         log.warning("report %s no longer exists", report_id)
         return
     if report.status != "done":
-        if report.attempts >= current_app.config["REPORT_MAX_ATTEMPTS"]:
-            mark_failed(report_id, f"gave up after {report.attempts} attempts")
-            return
         if not claim_report(report_id, self.request.id):
-            log.info("report %s is %s elsewhere, skipping", report_id, report.status)
+            give_up_if_exhausted(report)
             return
         db.session.refresh(report)
         try:

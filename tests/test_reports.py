@@ -465,3 +465,24 @@ def test_database_connection_lost_mid_build_is_retried(client, app, auth, worker
     report = wait_for_report(app, report_id, timeout=90)
     assert report.row_count == 150_000
     assert report.attempts >= 2
+
+
+def test_report_out_of_attempts_fails_but_a_live_build_is_left_alone(client, app, auth, workers):
+    workers.ensure()
+    tired, tired_headers = auth.patron()
+    busy, _ = auth.patron()
+    with app.app_context():
+        exhausted = Report(user_id=tired["id"], status="queued", attempts=5)
+        running = Report(user_id=busy["id"], status="running", attempts=5, heartbeat_at=utcnow())
+        db.session.add_all([exhausted, running])
+        db.session.commit()
+        exhausted_id, running_id = exhausted.id, running.id
+    from tasks import generate_user_report
+
+    generate_user_report.delay(exhausted_id)
+    generate_user_report.delay(running_id)
+    report = wait_for_report(app, exhausted_id, status="failed")
+    assert report.error == "gave up after 5 attempts"
+    time.sleep(1)
+    assert report_row(app, running_id).status == "running"
+    assert client.get("/export-report", headers=tired_headers).status_code == 202
