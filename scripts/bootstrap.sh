@@ -48,6 +48,14 @@ ensure_venv() {
   export PATH="$VENV/bin:$PATH"
 }
 
+warn_windows_drive() {
+  # /mnt/c and friends are the Windows disk seen from WSL: slow, and loose with permissions
+  case "$ROOT" in
+    /mnt/[a-z]/*) say "Warning: $ROOT is on the Windows drive; clone into ~ (the Linux file system) for speed." ;;
+  esac
+}
+
+warn_windows_drive
 ensure_os_packages
 ensure_venv
 cd "$ROOT"
