@@ -173,6 +173,15 @@ def register_commands(app):
         click.echo(f"Librarian {username} created.")
 
 
+def __getattr__(name):
+    # `gunicorn app:app` and other servers that want an app object rather than the factory
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 if __name__ == "__main__":
     # the debugger runs arbitrary code for whoever reaches it: only on explicit request
     debug = os.environ.get("FLASK_DEBUG", "").lower() in {"1", "true", "yes", "on"}

@@ -140,3 +140,17 @@ def test_migrations_match_the_models(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No new upgrade operations detected" in result.stdout + result.stderr
+
+
+def test_app_module_also_offers_an_app_object_for_wsgi_servers(tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        "JWT_SECRET_KEY": "x" * 40,
+        "INSTANCE_PATH": str(tmp_path),
+    }
+    code = "import app; from flask import Flask; assert isinstance(app.app, Flask); print('ok')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "ok", result.stderr
