@@ -85,14 +85,22 @@ def claimable():
     )
 
 
-def claim_report(report_id, task_id):
-    """Mark the report running for this task; False when another delivery already has it."""
+def claim_report(report_id, task_id, redelivered=False):
+    """Mark the report running for this task; False when another delivery already has it.
+
+    A redelivered message may also take back a build that it started itself: the broker
+    hands a message out again when the worker running it died (acks_late), so that build
+    is dead even though its heartbeat is still fresh.
+    """
     now = utcnow()
+    takeable = claimable()
+    if redelivered:
+        takeable = or_(takeable, and_(Report.status == "running", Report.task_id == task_id))
     result = db.session.execute(
         update(Report)
         .where(
             Report.id == report_id,
-            claimable(),
+            takeable,
             Report.attempts < current_app.config["REPORT_MAX_ATTEMPTS"],
         )
         .values(
@@ -337,7 +345,8 @@ def generate_user_report(self, report_id: str) -> None:
         log.warning("report %s no longer exists", report_id)
         return
     if report.status != "done":
-        if not claim_report(report_id, self.request.id):
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        if not claim_report(report_id, self.request.id, redelivered):
             give_up_if_exhausted(report)
             return
         db.session.refresh(report)

@@ -2,6 +2,9 @@
 
 import csv
 import io
+import os
+import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -486,3 +489,25 @@ def test_report_out_of_attempts_fails_but_a_live_build_is_left_alone(client, app
     time.sleep(1)
     assert report_row(app, running_id).status == "running"
     assert client.get("/export-report", headers=tired_headers).status_code == 202
+
+
+def test_pool_process_killed_mid_report_is_redelivered_at_once(client, app, auth, workers):
+    worker = workers.ensure()
+    user, headers = auth.patron()
+    add_requests(app, user["id"], 150_000)
+    report_id = client.post("/export-report", headers=headers).json["id"]
+
+    def building():
+        report = report_row(app, report_id)
+        return report.status == "running" and 0 < report.progress < 0.7
+
+    wait_for(building, timeout=60, interval=0.02, what="report half built")
+    # only the pool process dies; the worker's main process hands the message out again
+    children = subprocess.run(
+        ["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    # no sweeper here: the redelivered message itself takes the dead build over
+    report = wait_for_report(app, report_id, timeout=60)
+    assert report.row_count == 150_000 and report.attempts == 2
