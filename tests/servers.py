@@ -1,5 +1,6 @@
 """Real servers the tests run against: a private redis-server, a Celery worker, gunicorn, SMTP."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -130,14 +131,25 @@ def start_worker(env, log_path, concurrency=1):
         env,
         log_path,
     ).start()
-    wait_for(
-        lambda: "ready." in worker.log() or worker.process.poll() is not None,
-        timeout=60,
-        what="celery worker",
-    )
-    if worker.process.poll() is not None:
-        raise RuntimeError(f"worker died at start:\n{worker.log()}")
+    with killed_on_failure(worker):
+        wait_for(
+            lambda: "ready." in worker.log() or worker.process.poll() is not None,
+            timeout=60,
+            what="celery worker",
+        )
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"worker died at start:\n{worker.log()}")
     return worker
+
+
+@contextlib.contextmanager
+def killed_on_failure(managed):
+    """Kill a process whose start-up failed, since no fixture will be left to do it."""
+    try:
+        yield
+    except BaseException:
+        managed.kill()
+        raise
 
 
 def start_gunicorn(env, log_path, workers=2):
@@ -165,7 +177,8 @@ def start_gunicorn(env, log_path, workers=2):
         except requests.RequestException:
             return False
 
-    wait_for(up, timeout=60, what="gunicorn")
+    with killed_on_failure(server):
+        wait_for(up, timeout=60, what="gunicorn")
     return server
 
 
