@@ -258,10 +258,10 @@ def test_duplicate_delivery_builds_one_report(client, app, auth, workers, smtp_s
     assert len(mails_to(smtp_server, user["email"])) == 1
 
 
-def test_worker_killed_mid_report_and_the_report_still_completes(client, app, auth, workers):
-    workers.ensure()
+def export_half_built_report(client, app, auth, rows=150_000):
+    """Export a large report and return once the worker is partway through building it."""
     user, headers = auth.patron()
-    add_requests(app, user["id"], 150_000)
+    add_requests(app, user["id"], rows)
     report_id = client.post("/export-report", headers=headers).json["id"]
 
     def building():
@@ -269,6 +269,12 @@ def test_worker_killed_mid_report_and_the_report_still_completes(client, app, au
         return report.status == "running" and 0 < report.progress < 0.7
 
     wait_for(building, timeout=60, interval=0.02, what="report half built")
+    return user, headers, report_id
+
+
+def test_worker_killed_mid_report_and_the_report_still_completes(client, app, auth, workers):
+    workers.ensure()
+    user, headers, report_id = export_half_built_report(client, app, auth)
     workers.kill()  # SIGKILL to the worker and its pool processes
     assert report_row(app, report_id).status == "running"
 
@@ -493,15 +499,7 @@ def test_report_out_of_attempts_fails_but_a_live_build_is_left_alone(client, app
 
 def test_pool_process_killed_mid_report_is_redelivered_at_once(client, app, auth, workers):
     worker = workers.ensure()
-    user, headers = auth.patron()
-    add_requests(app, user["id"], 150_000)
-    report_id = client.post("/export-report", headers=headers).json["id"]
-
-    def building():
-        report = report_row(app, report_id)
-        return report.status == "running" and 0 < report.progress < 0.7
-
-    wait_for(building, timeout=60, interval=0.02, what="report half built")
+    user, headers, report_id = export_half_built_report(client, app, auth)
     # only the pool process dies; the worker's main process hands the message out again
     children = subprocess.run(
         ["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True
