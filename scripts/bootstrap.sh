@@ -36,12 +36,12 @@ ensure_venv() {
     say "Creating the virtual environment in .venv"
     python3 -m venv "$VENV"
   fi
-  # reinstall only when a requirements file changed since the last install
+  # reinstall only when a compiled requirements file changed since the last install;
+  # requirements-dev.txt pins every package, runtime ones included, pip itself too
   local stamp="$VENV/.requirements.sha" want
   want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "Installing Python requirements into .venv"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
+    say "Installing the pinned Python requirements (requirements-dev.txt) into .venv"
     "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements-dev.txt"
     echo "$want" > "$stamp"
   fi
