@@ -2,7 +2,9 @@
 
 import uuid
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
@@ -10,6 +12,7 @@ from flask import current_app
 from flask_smorest import abort
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
+    JSON,
     DateTime,
     Float,
     ForeignKey,
@@ -19,7 +22,10 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    and_,
+    delete,
     func,
+    or_,
     select,
     update,
 )
@@ -173,14 +179,50 @@ def conflict_message(username_taken, username, email):
     return f"Email '{email}' is already registered."
 
 
-# the whole status machine: action -> (status it requires, status it leads to)
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    RETURNED = "returned"
+
+
+def decided(now, actor, reason):
+    return {"decided_at": now, "decided_by": actor.id}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An action's required status, the status it leads to, and the other fields it sets."""
+
+    source: RequestStatus
+    target: RequestStatus
+    # (now, actor, reason) -> {column: value}, written by the same UPDATE as the status
+    effects: object = lambda now, actor, reason: {}
+
+
+# the whole status machine: one row per action
 TRANSITIONS = {
-    "approve": ("pending", "approved"),
-    "reject": ("pending", "rejected"),
-    "cancel": ("pending", "cancelled"),
-    "return": ("approved", "returned"),
+    "approve": Transition(
+        RequestStatus.PENDING,
+        RequestStatus.APPROVED,
+        lambda now, actor, reason: (
+            decided(now, actor, reason)
+            | {"due_date": now + timedelta(days=current_app.config["LOAN_DAYS"])}
+        ),
+    ),
+    "reject": Transition(
+        RequestStatus.PENDING,
+        RequestStatus.REJECTED,
+        lambda now, actor, reason: decided(now, actor, reason) | {"reason": reason},
+    ),
+    "cancel": Transition(RequestStatus.PENDING, RequestStatus.CANCELLED),
+    "return": Transition(
+        RequestStatus.APPROVED,
+        RequestStatus.RETURNED,
+        lambda now, actor, reason: {"returned_at": now},
+    ),
 }
-REQUEST_STATUSES = ("pending", "approved", "rejected", "cancelled", "returned")
 
 
 class BookRequest(db.Model):
@@ -197,7 +239,7 @@ class BookRequest(db.Model):
     book_name: Mapped[str] = mapped_column(String(200))
     author: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(String(500))
-    status: Mapped[str] = mapped_column(String(10), default="pending")
+    status: Mapped[str] = mapped_column(String(10), default=RequestStatus.PENDING)
     request_date: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
@@ -214,7 +256,7 @@ class BookRequest(db.Model):
         pending = db.session.scalar(
             select(func.count())
             .select_from(BookRequest)
-            .where(BookRequest.user_id == user.id, BookRequest.status == "pending")
+            .where(BookRequest.user_id == user.id, BookRequest.status == RequestStatus.PENDING)
         )
         limit = current_app.config["MAX_PENDING_REQUESTS"]
         if pending >= limit:
@@ -227,21 +269,12 @@ class BookRequest(db.Model):
 
     def apply(self, action, actor, reason=None):
         """Move the request along the status machine, atomically; a wrong status is 409."""
-        required, target = TRANSITIONS[action]
-        now = utcnow()
-        values = {"status": target}
-        if action in ("approve", "reject"):
-            values.update(decided_at=now, decided_by=actor.id)
-        if action == "approve":
-            values["due_date"] = now + timedelta(days=current_app.config["LOAN_DAYS"])
-        if action == "reject":
-            values["reason"] = reason
-        if action == "return":
-            values["returned_at"] = now
+        transition = TRANSITIONS[action]
+        values = transition.effects(utcnow(), actor, reason) | {"status": transition.target}
         # a conditional UPDATE: of two racing actions exactly one finds the status it needs
         result = db.session.execute(
             update(BookRequest)
-            .where(BookRequest.id == self.id, BookRequest.status == required)
+            .where(BookRequest.id == self.id, BookRequest.status == transition.source)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
@@ -252,10 +285,21 @@ class BookRequest(db.Model):
         return self
 
 
-REPORT_ACTIVE_STATUSES = ("queued", "running")
+class ReportStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+REPORT_ACTIVE_STATUSES = (ReportStatus.QUEUED, ReportStatus.RUNNING)
+# the same condition as SQL text, for the partial index
+REPORT_ACTIVE_SQL = f"status IN ('{ReportStatus.QUEUED}', '{ReportStatus.RUNNING}')"
 
 
 class Report(db.Model):
+    """A report export and the state of its build; the claim methods are atomic UPDATEs."""
+
     __table_args__ = (
         Index("ix_report_user_id_created_at", "user_id", "created_at"),
         # at most one queued or running report per user, enforced by the database itself
@@ -263,14 +307,14 @@ class Report(db.Model):
             "uq_report_one_active_per_user",
             "user_id",
             unique=True,
-            sqlite_where=db.text("status IN ('queued', 'running')"),
-            postgresql_where=db.text("status IN ('queued', 'running')"),
+            sqlite_where=db.text(REPORT_ACTIVE_SQL),
+            postgresql_where=db.text(REPORT_ACTIVE_SQL),
         ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(10), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(10), default=ReportStatus.QUEUED, index=True)
     month: Mapped[str | None] = mapped_column(String(7))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     row_count: Mapped[int | None] = mapped_column(Integer)
@@ -283,12 +327,12 @@ class Report(db.Model):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    html_size: Mapped[int | None] = mapped_column(Integer)
-    csv_size: Mapped[int | None] = mapped_column(Integer)
+    # uncompressed bytes of each stored file, by format: {"html": 1234, "csv": 567}
+    sizes: Mapped[dict] = mapped_column(JSON, default=dict)
 
     @staticmethod
     def start(user, month=None):
-        """Record a queued report, or 409 naming the user's report that is still active."""
+        """Record a queued report, or raise a conflict naming the user's active one."""
         report = Report(user_id=user.id, month=month, enqueued_at=utcnow())
         db.session.add(report)
         try:
@@ -309,10 +353,128 @@ class Report(db.Model):
 
     @property
     def is_done(self):
-        return self.status == "done"
+        return self.status == ReportStatus.DONE
 
-    def read_chunks(self, kind):
-        """Yield the stored file decompressed, one chunk at a time."""
+    @staticmethod
+    def claimable():
+        """The reports a delivery may take: queued, or running with no heartbeat for a while."""
+        stale = utcnow() - timedelta(seconds=current_app.config["REPORT_STALE_SECONDS"])
+        return or_(
+            Report.status == ReportStatus.QUEUED,
+            and_(Report.status == ReportStatus.RUNNING, Report.heartbeat_at < stale),
+        )
+
+    def _update(self, *conditions, **values):
+        """UPDATE this row where `conditions` hold, commit; return whether it matched."""
+        result = db.session.execute(
+            update(Report)
+            .where(Report.id == self.id, *conditions)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        return result.rowcount == 1
+
+    def claim(self, task_id, redelivered=False):
+        """Mark the report running for this task; False when another delivery already has it.
+
+        A redelivered message may also take back a build that it started itself: the broker
+        hands a message out again when the worker running it died (acks_late), so that build
+        is dead even though its heartbeat is still fresh.
+        """
+        now = utcnow()
+        takeable = Report.claimable()
+        if redelivered:
+            takeable = or_(
+                takeable, and_(Report.status == ReportStatus.RUNNING, Report.task_id == task_id)
+            )
+        claimed = self._update(
+            takeable,
+            Report.attempts < current_app.config["REPORT_MAX_ATTEMPTS"],
+            status=ReportStatus.RUNNING,
+            task_id=task_id,
+            started_at=now,
+            heartbeat_at=now,
+            progress=0.0,
+            error=None,
+            attempts=Report.attempts + 1,
+        )
+        if claimed:
+            db.session.refresh(self)
+        return claimed
+
+    def record_progress(self, progress):
+        """Commit the stored chunks with the progress, proving the build is still alive."""
+        self.progress = round(min(progress, 1.0), 4)
+        self.heartbeat_at = utcnow()
+        db.session.commit()
+
+    def finish(self, row_count, sizes):
+        """Mark the build done with its row count and the size of each stored format."""
+        self.status = ReportStatus.DONE
+        self.progress = 1.0
+        self.row_count = row_count
+        self.sizes = sizes
+        self.finished_at = utcnow()
+        db.session.commit()
+
+    def release(self):
+        """Put a running report back in the queue after a transient failure, for a retry."""
+        db.session.rollback()
+        self._update(
+            Report.status == ReportStatus.RUNNING,
+            status=ReportStatus.QUEUED,
+            enqueued_at=utcnow(),
+        )
+
+    def fail(self, error):
+        """Record the build as failed with `error`, for its owner to see."""
+        db.session.rollback()
+        self._update(status=ReportStatus.FAILED, error=error[:2000], finished_at=utcnow())
+
+    def give_up(self):
+        """Fail the report if it could be taken but has used up its attempts; True if so."""
+        return self._update(
+            Report.claimable(),
+            Report.attempts >= current_app.config["REPORT_MAX_ATTEMPTS"],
+            status=ReportStatus.FAILED,
+            error=f"gave up after {self.attempts} attempts",
+            finished_at=utcnow(),
+        )
+
+    def claim_mail(self):
+        """Take the right to mail the report; False when it has been mailed already."""
+        return self._update(Report.emailed_at.is_(None), emailed_at=utcnow())
+
+    def release_mail(self):
+        """Hand the mail back after a failed send, for the retry to take."""
+        self._update(emailed_at=None)
+
+    @staticmethod
+    def mark_enqueued(report_id, now):
+        db.session.execute(update(Report).where(Report.id == report_id).values(enqueued_at=now))
+        db.session.commit()
+
+    @staticmethod
+    def stale_ids(now):
+        """Ids of reports left queued (broker was down) or stuck running (worker died)."""
+        config = current_app.config
+        queued_before = now - timedelta(seconds=config["REPORT_REQUEUE_SECONDS"])
+        stale_before = now - timedelta(seconds=config["REPORT_STALE_SECONDS"])
+        return db.session.scalars(
+            select(Report.id).where(
+                or_(
+                    and_(
+                        Report.status == ReportStatus.QUEUED,
+                        or_(Report.enqueued_at.is_(None), Report.enqueued_at < queued_before),
+                    ),
+                    and_(Report.status == ReportStatus.RUNNING, Report.heartbeat_at < stale_before),
+                )
+            )
+        ).all()
+
+    def read_chunks(self, format):
+        """Yield the stored file of `format` decompressed, one chunk at a time."""
         last_seq = -1
         while True:
             # one chunk per query keeps memory flat however large the report is
@@ -320,7 +482,7 @@ class Report(db.Model):
                 select(ReportChunk.seq, ReportChunk.data)
                 .where(
                     ReportChunk.report_id == self.id,
-                    ReportChunk.kind == kind,
+                    ReportChunk.format == format,
                     ReportChunk.seq > last_seq,
                 )
                 .order_by(ReportChunk.seq)
@@ -333,14 +495,14 @@ class Report(db.Model):
 
 
 class ReportChunk(db.Model):
-    """One compressed piece of a report's HTML or CSV, so no host needs the whole file."""
+    """One compressed piece of a stored report file, so no host needs the whole file."""
 
     __tablename__ = "report_chunk"
 
     report_id: Mapped[str] = mapped_column(
         ForeignKey("report.id", ondelete="CASCADE"), primary_key=True
     )
-    kind: Mapped[str] = mapped_column(String(4), primary_key=True)
+    format: Mapped[str] = mapped_column(String(4), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -367,6 +529,13 @@ class RevokedToken(db.Model):
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
+
+    @staticmethod
+    def purge_expired():
+        """Delete revocation records of tokens that have expired anyway; return how many."""
+        result = db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
+        db.session.commit()
+        return result.rowcount
 
 
 def paginate(statement, page, per_page):

@@ -4,7 +4,8 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
-from models import REQUEST_STATUSES
+from models import RequestStatus
+from report_builder import FORMATS
 
 # tab, newline and carriage return are the only control characters text may carry
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -141,7 +142,7 @@ class BookRequestSchema(Schema):
 
 
 class BookRequestQuerySchema(PageArgsSchema):
-    status = fields.Str(validate=validate.OneOf(REQUEST_STATUSES))
+    status = fields.Str(validate=validate.OneOf(list(RequestStatus)))
     user_id = fields.Int(
         validate=validate.Range(min=1, max=2**31 - 1),
         metadata={"description": "librarians only"},
@@ -168,7 +169,7 @@ class ExportArgsSchema(Schema):
 
 
 class DownloadArgsSchema(Schema):
-    format = fields.Str(load_default="html", validate=validate.OneOf(["html", "csv"]))
+    format = fields.Str(load_default="html", validate=validate.OneOf(list(FORMATS)))
 
 
 class ReportSchema(Schema):
@@ -194,7 +195,7 @@ class ReportSchema(Schema):
         if not report.is_done:
             return {}
         base = f"/reports/{report.id}/download?format="
-        return {"html": base + "html", "csv": base + "csv"}
+        return {format: base + format for format in FORMATS}
 
 
 class HealthSchema(Schema):

@@ -13,8 +13,9 @@ from flask import current_app
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from models import BookRequest, Report, User, db, utcnow
-from tasks import build_report, claim_report
+from models import REPORT_ACTIVE_STATUSES, BookRequest, Report, ReportStatus, User, db, utcnow
+from models import RequestStatus as Status
+from report_builder import build_report
 
 LIBRARIAN = ("librarian", "librarian-demo", "admin")
 PATRONS = ("alice", "bob", "carol")
@@ -22,19 +23,38 @@ PATRON_PASSWORD = "patron-demo"
 EMAIL_DOMAIN = "example.org"
 SEED_TASK_ID = "seed-demo"
 
+# an approved loan past its due date: a status of its own only in the demo data
+OVERDUE = "overdue"
+# the actions that walk a new request to each outcome
+PATHS = {
+    Status.PENDING: (),
+    Status.APPROVED: ("approve",),
+    OVERDUE: ("approve",),
+    Status.REJECTED: ("reject",),
+    Status.CANCELLED: ("cancel",),
+    Status.RETURNED: ("approve", "return"),
+}
+
 # (patron, book, author, note, what happens to it, days ago it was requested)
 DEMO_REQUESTS = (
-    ("alice", "The Left Hand of Darkness", "Ursula K. Le Guin", None, "returned", 40),
-    ("alice", "The Name of the Rose", "Umberto Eco", "In English, please.", "rejected", 25),
-    ("alice", "Middlemarch", "George Eliot", None, "approved", 3),
-    ("alice", "Gödel, Escher, Bach", "Douglas R. Hofstadter", "Any edition is fine.", "pending", 1),
+    ("alice", "The Left Hand of Darkness", "Ursula K. Le Guin", None, Status.RETURNED, 40),
+    ("alice", "The Name of the Rose", "Umberto Eco", "In English, please.", Status.REJECTED, 25),
+    ("alice", "Middlemarch", "George Eliot", None, Status.APPROVED, 3),
+    (
+        "alice",
+        "Gödel, Escher, Bach",
+        "Douglas R. Hofstadter",
+        "Any edition is fine.",
+        Status.PENDING,
+        1,
+    ),
     # requested LOAN_DAYS + 5 days ago, so its loan ran out a few days ago
-    ("bob", "Dune", "Frank Herbert", None, "overdue", None),
-    ("bob", "Neuromancer", "William Gibson", None, "cancelled", 12),
-    ("bob", "The Pragmatic Programmer", "David Thomas, Andrew Hunt", None, "pending", 2),
-    ("carol", "A Brief History of Time", "Stephen Hawking", None, "returned", 50),
-    ("carol", "Beloved", "Toni Morrison", "For the book club on the 20th.", "approved", 6),
-    ("carol", "Pride and Prejudice", "Jane Austen", None, "pending", 0),
+    ("bob", "Dune", "Frank Herbert", None, OVERDUE, None),
+    ("bob", "Neuromancer", "William Gibson", None, Status.CANCELLED, 12),
+    ("bob", "The Pragmatic Programmer", "David Thomas, Andrew Hunt", None, Status.PENDING, 2),
+    ("carol", "A Brief History of Time", "Stephen Hawking", None, Status.RETURNED, 50),
+    ("carol", "Beloved", "Toni Morrison", "For the book club on the 20th.", Status.APPROVED, 6),
+    ("carol", "Pride and Prejudice", "Jane Austen", None, Status.PENDING, 0),
 )
 REJECT_REASON = "Our only copy is being rebound; please ask again next month."
 
@@ -83,14 +103,9 @@ def ensure_request(patron, librarian, book, author, note, outcome, days_ago):
     if existing is not None:
         return
     book_request = BookRequest.create(patron, book, author=author, note=note)
-    if outcome == "cancelled":
-        book_request.apply("cancel", patron)
-    elif outcome == "rejected":
-        book_request.apply("reject", librarian, reason=REJECT_REASON)
-    elif outcome in ("approved", "overdue", "returned"):
-        book_request.apply("approve", librarian)
-        if outcome == "returned":
-            book_request.apply("return", librarian)
+    for action in PATHS[outcome]:
+        actor = patron if action == "cancel" else librarian
+        book_request.apply(action, actor, reason=REJECT_REASON if action == "reject" else None)
     backdate(book_request, days_ago)
 
 
@@ -111,18 +126,17 @@ def backdate(book_request, days_ago):
 def ensure_report(patron):
     """Build one report of all the patron's requests here and now, without Celery."""
     done = db.session.scalar(
-        select(Report.id).where(Report.user_id == patron.id, Report.status == "done")
+        select(Report.id).where(Report.user_id == patron.id, Report.status == ReportStatus.DONE)
     )
     if done is not None:
         return
     active = db.session.scalar(
-        select(Report).where(Report.user_id == patron.id, Report.status.in_(("queued", "running")))
+        select(Report).where(Report.user_id == patron.id, Report.status.in_(REPORT_ACTIVE_STATUSES))
     )
     report = active or Report.start(patron)
-    if not claim_report(report.id, SEED_TASK_ID):
+    if not report.claim(SEED_TASK_ID):
         # a worker is building it right now; it will be done in a moment
         return
-    db.session.refresh(report)
     build_report(report)
 
 

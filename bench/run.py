@@ -32,8 +32,14 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, BENCH)
+sys.path.insert(1, ROOT)
 
 from loadgen import Client, percentile, run_load  # noqa: E402
+
+from models import ReportStatus, RequestStatus  # noqa: E402
+
+# the statuses as named parameters of the SQL below (:pending, :queued, ...)
+STATUS_PARAMS = {status.value: status.value for status in (*RequestStatus, *ReportStatus)}
 
 PASSWORD = "bench-password-1"
 CSV_COLUMNS = (
@@ -536,12 +542,15 @@ class Bench:
 
         def drained():
             return not conn.execute(
-                "SELECT count(*) FROM report WHERE status IN ('queued', 'running') "
-                "OR (status = 'done' AND emailed_at IS NULL)"
+                "SELECT count(*) FROM report WHERE status IN (:queued, :running) "
+                "OR (status = :done AND emailed_at IS NULL)",
+                STATUS_PARAMS,
             ).fetchone()[0]
 
         wait_for(drained, timeout, "the reports to drain", interval=0.02)
-        failed = conn.execute("SELECT count(*) FROM report WHERE status = 'failed'").fetchone()[0]
+        failed = conn.execute(
+            "SELECT count(*) FROM report WHERE status = :failed", STATUS_PARAMS
+        ).fetchone()[0]
         conn.close()
         if failed:
             tail = self.worker.log()[-3000:]
@@ -692,15 +701,15 @@ class Bench:
 
     def stored_sizes(self, report_id):
         conn = self.db()
-        html, csv_size = conn.execute(
-            "SELECT html_size, csv_size FROM report WHERE id = ?", (report_id,)
-        ).fetchone()
+        sizes = json.loads(
+            conn.execute("SELECT sizes FROM report WHERE id = ?", (report_id,)).fetchone()[0]
+        )
         stored = conn.execute(
             "SELECT count(*), sum(length(data)) FROM report_chunk WHERE report_id = ?",
             (report_id,),
         ).fetchone()
         conn.close()
-        return {"html": html, "csv": csv_size, "chunks": stored[0], "compressed": stored[1]}
+        return {**sizes, "chunks": stored[0], "compressed": stored[1]}
 
     def measure_memory(self):
         small, large = self.size["memory_rows"]
@@ -796,8 +805,8 @@ def insert_rows(conn, user_id, count):
         ),
         numbered AS (
             SELECT i,
-                   CASE i % 5 WHEN 0 THEN 'pending' WHEN 1 THEN 'approved'
-                        WHEN 2 THEN 'rejected' WHEN 3 THEN 'cancelled' ELSE 'returned' END
+                   CASE i % 5 WHEN 0 THEN :pending WHEN 1 THEN :approved
+                        WHEN 2 THEN :rejected WHEN 3 THEN :cancelled ELSE :returned END
                        AS status,
                    CAST(strftime('%s', '2020-01-01') AS INTEGER) + i * :step AS t,
                    printf('.%06d', (i * 7919) % 1000000) AS micro
@@ -813,16 +822,21 @@ def insert_rows(conn, user_id, count):
                CASE WHEN i % 3 = 0 THEN 'please, the hardback edition' END,
                status,
                datetime(t, 'unixepoch') || micro,
-               CASE WHEN status != 'pending' THEN datetime(t + 86400, 'unixepoch') || micro END,
-               CASE WHEN status != 'pending' THEN :user_id END,
-               CASE WHEN status = 'rejected' THEN 'not in the collection' END,
-               CASE WHEN status IN ('approved', 'returned')
+               CASE WHEN status != :pending THEN datetime(t + 86400, 'unixepoch') || micro END,
+               CASE WHEN status != :pending THEN :user_id END,
+               CASE WHEN status = :rejected THEN 'not in the collection' END,
+               CASE WHEN status IN (:approved, :returned)
                     THEN datetime(t + 15 * 86400, 'unixepoch') || micro END,
-               CASE WHEN status = 'returned'
+               CASE WHEN status = :returned
                     THEN datetime(t + 13 * 86400, 'unixepoch') || micro END
         FROM numbered
         """,
-        {"count": count, "step": max(1, span // max(count, 1)), "user_id": user_id},
+        {
+            **STATUS_PARAMS,
+            "count": count,
+            "step": max(1, span // max(count, 1)),
+            "user_id": user_id,
+        },
     )
 
 

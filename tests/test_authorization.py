@@ -2,7 +2,7 @@
 
 import pytest
 
-from models import Report, db
+from models import Report, ReportStatus, db
 
 # (method, path template, body): {owner} etc. are filled in from the fixture's objects
 ROUTES = [
@@ -81,7 +81,7 @@ def world(client, app, auth):
     ]
     client.post(f"/requests/{approved_id}/approve", headers=librarian_headers)
     with app.app_context():
-        report = Report(user_id=owner["id"], status="queued")
+        report = Report(user_id=owner["id"], status=ReportStatus.QUEUED)
         db.session.add(report)
         db.session.commit()
         report_id = report.id

@@ -2,7 +2,7 @@
 
 import pytest
 
-from models import BookRequest, db
+from models import BookRequest, RequestStatus, db
 
 
 def make_request(client, headers, **body):
@@ -176,7 +176,7 @@ def test_reject_needs_a_reason(client, app, auth):
         response = client.post(f"/requests/{request_id}/reject", json=body, headers=librarian)
         assert response.status_code == 422, body
     with app.app_context():
-        assert db.session.get(BookRequest, request_id).status == "pending"
+        assert db.session.get(BookRequest, request_id).status == RequestStatus.PENDING
     response = client.post(
         f"/requests/{request_id}/reject", json={"reason": "Out of print"}, headers=librarian
     )

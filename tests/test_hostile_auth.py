@@ -10,13 +10,15 @@ import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token, create_refresh_token
 
-from models import BookRequest, Report, User, db, password_hasher
+from models import BookRequest, Report, ReportStatus, RequestStatus, User, db, password_hasher
 from tests.dbstate import snapshot
 
 PASSWORD_HASH = password_hasher.hash("correct horse")
-REQUEST_STATUSES = ("pending", "approved", "rejected", "cancelled", "returned")
 # the database allows one queued or running report per user: Alice's is queued, Bob's running
-REPORT_STATUSES = {"alice": ("queued", "done", "failed"), "bob": ("running", "done", "failed")}
+REPORT_STATUSES = {
+    "alice": (ReportStatus.QUEUED, ReportStatus.DONE, ReportStatus.FAILED),
+    "bob": (ReportStatus.RUNNING, ReportStatus.DONE, ReportStatus.FAILED),
+}
 
 
 def add_user(username, role="user"):
@@ -53,9 +55,9 @@ def people(app):
                     author=f"{owner.username}-author",
                     note=f"{owner.username}-note",
                     status=status,
-                    reason=f"{owner.username}-reason" if status == "rejected" else None,
+                    reason=f"{owner.username}-reason" if status == RequestStatus.REJECTED else None,
                 )
-                for status in REQUEST_STATUSES
+                for status in RequestStatus
             }
             reports = {
                 status: Report(user_id=owner.id, status=status, month="2026-01")
@@ -170,8 +172,8 @@ def test_refresh_token_is_refused_on_every_access_route(client, app, people):
     refresh = bearer(people["refresh"])
     objects = people["objects"]["alice"]
     ids = {
-        "request_id": objects["requests"]["pending"],
-        "report_id": objects["reports"]["done"],
+        "request_id": objects["requests"][RequestStatus.PENDING],
+        "report_id": objects["reports"][ReportStatus.DONE],
         "user_id": people["ids"]["bob"],
     }
     bodies = {"/requests": {"book_name": "x"}, "/request-book": {"book_name": "x"},

@@ -8,7 +8,7 @@ import pytest
 import requests
 from flask_jwt_extended import create_access_token
 
-from models import BookRequest, User, db, password_hasher
+from models import BookRequest, ReportStatus, User, db, password_hasher
 from tests.dbstate import snapshot
 
 PASSWORD = "correct horse"
@@ -341,7 +341,7 @@ def test_bad_download_formats_are_422(send, app, world, fmt):
     from models import Report
 
     with app.app_context():
-        report = Report(user_id=world["ids"]["patron_id"], status="done")
+        report = Report(user_id=world["ids"]["patron_id"], status=ReportStatus.DONE)
         db.session.add(report)
         db.session.commit()
         report_id = report.id

@@ -12,7 +12,7 @@ from flask_jwt_extended import create_access_token
 from sqlalchemy import func, select
 
 from config import redis_db_url
-from models import BookRequest, Report, User, db, password_hasher
+from models import BookRequest, Report, RequestStatus, User, db, password_hasher
 from tests.servers import start_gunicorn
 
 PASSWORD = "correct horse"
@@ -158,7 +158,7 @@ def test_pending_limit_holds_when_requests_race(live_server, app):
     )  # fmt: skip
 
     assert statuses(responses) == [201] + [409] * 9
-    assert count(app, BookRequest, BookRequest.status == "pending") == limit
+    assert count(app, BookRequest, BookRequest.status == RequestStatus.PENDING) == limit
 
 
 def test_two_librarians_demoting_each_other_at_once_leave_one(live_server, app):

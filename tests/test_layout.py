@@ -20,6 +20,7 @@ MODULES = [
     "health",
     "celery_worker",
     "tasks",
+    "report_builder",
     "mail",
     "errors",
     "extensions",

@@ -13,7 +13,17 @@ import pytest
 import requests
 from sqlalchemy import func, insert, select, text
 
-from models import BookRequest, Report, ReportChunk, RevokedToken, User, db, utcnow
+from models import (
+    BookRequest,
+    Report,
+    ReportChunk,
+    ReportStatus,
+    RequestStatus,
+    RevokedToken,
+    User,
+    db,
+    utcnow,
+)
 from tests.servers import free_port, start_smtp, start_worker, wait_for
 
 
@@ -44,7 +54,7 @@ def add_requests(app, user_id, count, book_name="Book", **values):
             "user_id": user_id,
             "book_name": f"{book_name} {n}",
             "author": "Author",
-            "status": "pending",
+            "status": RequestStatus.PENDING,
             "request_date": now,
             **values,
         }
@@ -63,10 +73,10 @@ def report_row(app, report_id):
         return report
 
 
-def wait_for_report(app, report_id, status="done", timeout=60):
+def wait_for_report(app, report_id, status=ReportStatus.DONE, timeout=60):
     def reached():
         report = report_row(app, report_id)
-        if report.status == "failed" and status != "failed":
+        if report.status == ReportStatus.FAILED and status != ReportStatus.FAILED:
             raise AssertionError(f"report failed: {report.error}")
         return report if report.status == status else None
 
@@ -78,7 +88,7 @@ def mails_to(smtp_server, address):
     return [m for m in sink.messages if m["To"] == address]
 
 
-def run_sweeper_until(app, report_id, status="done", timeout=90):
+def run_sweeper_until(app, report_id, status=ReportStatus.DONE, timeout=90):
     """Fire the sweeper through the worker, as beat would, until the report reaches `status`."""
     from tasks import requeue_stale_reports
 
@@ -200,7 +210,7 @@ def test_export_month_filters_and_validates(client, app, auth, workers):
 def test_second_export_while_one_is_active_is_409_naming_it(client, app, auth):
     user, headers = auth.patron()
     with app.app_context():
-        active = Report(user_id=user["id"], status="running")
+        active = Report(user_id=user["id"], status=ReportStatus.RUNNING)
         db.session.add(active)
         db.session.commit()
         active_id = active.id
@@ -220,7 +230,11 @@ def test_reports_list_is_own_newest_first_and_librarian_sees_all(client, app, au
     with app.app_context():
         for user_id, age in [(alice["id"], 2), (alice["id"], 1), (bob["id"], 0)]:
             db.session.add(
-                Report(user_id=user_id, status="done", created_at=utcnow() - timedelta(minutes=age))
+                Report(
+                    user_id=user_id,
+                    status=ReportStatus.DONE,
+                    created_at=utcnow() - timedelta(minutes=age),
+                )
             )
         db.session.commit()
     page = client.get("/reports", headers=alice_headers).json
@@ -247,14 +261,14 @@ def test_duplicate_delivery_builds_one_report(client, app, auth, workers, smtp_s
     report = report_row(app, report_id)
     assert report.attempts == 1 and report.row_count == 3000
     with app.app_context():
-        kinds = db.session.execute(
-            select(ReportChunk.kind, func.count())
+        formats = db.session.execute(
+            select(ReportChunk.format, func.count())
             .where(ReportChunk.report_id == report_id)
-            .group_by(ReportChunk.kind)
+            .group_by(ReportChunk.format)
         ).all()
     csv_rows = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
     assert csv_rows.get_data(as_text=True).count("\n") == 3001
-    assert dict(kinds)["csv"] >= 1
+    assert dict(formats)["csv"] >= 1
     assert len(mails_to(smtp_server, user["email"])) == 1
 
 
@@ -266,7 +280,7 @@ def export_half_built_report(client, app, auth, rows=150_000):
 
     def building():
         report = report_row(app, report_id)
-        return report.status == "running" and 0 < report.progress < 0.7
+        return report.status == ReportStatus.RUNNING and 0 < report.progress < 0.7
 
     wait_for(building, timeout=60, interval=0.02, what="report half built")
     return user, headers, report_id
@@ -276,7 +290,7 @@ def test_worker_killed_mid_report_and_the_report_still_completes(client, app, au
     workers.ensure()
     user, headers, report_id = export_half_built_report(client, app, auth)
     workers.kill()  # SIGKILL to the worker and its pool processes
-    assert report_row(app, report_id).status == "running"
+    assert report_row(app, report_id).status == ReportStatus.RUNNING
 
     workers.ensure()
     report = run_sweeper_until(app, report_id)
@@ -308,7 +322,7 @@ def test_redis_down_at_export_time_and_the_report_completes_later(
     finally:
         redis_server.start()  # empty: whatever was queued before is gone
     report_id = response.json["id"]
-    assert report_row(app, report_id).status == "queued"
+    assert report_row(app, report_id).status == ReportStatus.QUEUED
     report = run_sweeper_until(app, report_id)
     assert report.row_count == 10
     assert client.get("/health").status_code == 200
@@ -326,7 +340,7 @@ def test_failed_report_records_the_error_and_user_can_export_again(client, app, 
     from tasks import generate_user_report
 
     generate_user_report.delay(broken_id)
-    report = wait_for_report(app, broken_id, status="failed")
+    report = wait_for_report(app, broken_id, status=ReportStatus.FAILED)
     assert "ValueError" in report.error
     assert client.get(f"/reports/{broken_id}", headers=headers).json["error"] == report.error
     assert client.post("/export-report", headers=headers).status_code == 202
@@ -345,7 +359,7 @@ def test_mail_server_down_is_retried_until_it_answers(
         report_id = client.post("/export-report", headers=headers).json["id"]
         wait_for_report(app, report_id)  # built and downloadable while the mail waits
         wait_for(lambda: "mail not sent, retrying" in lonely.log(), what="mail retry")
-        assert report_row(app, report_id).status == "done"
+        assert report_row(app, report_id).status == ReportStatus.DONE
         controller, sink = start_smtp(port=controller_port)
         try:
             wait_for(lambda: sink.messages, timeout=30, what="retried mail")
@@ -370,7 +384,7 @@ def test_beat_jobs_run_through_the_worker(app, auth, client, workers, smtp_serve
         active["id"],
         1,
         book_name="Overdue",
-        status="approved",
+        status=RequestStatus.APPROVED,
         due_date=overdue_due,
         decided_at=overdue_due - timedelta(days=14),
     )
@@ -481,8 +495,10 @@ def test_report_out_of_attempts_fails_but_a_live_build_is_left_alone(client, app
     tired, tired_headers = auth.patron()
     busy, _ = auth.patron()
     with app.app_context():
-        exhausted = Report(user_id=tired["id"], status="queued", attempts=5)
-        running = Report(user_id=busy["id"], status="running", attempts=5, heartbeat_at=utcnow())
+        exhausted = Report(user_id=tired["id"], status=ReportStatus.QUEUED, attempts=5)
+        running = Report(
+            user_id=busy["id"], status=ReportStatus.RUNNING, attempts=5, heartbeat_at=utcnow()
+        )
         db.session.add_all([exhausted, running])
         db.session.commit()
         exhausted_id, running_id = exhausted.id, running.id
@@ -490,10 +506,10 @@ def test_report_out_of_attempts_fails_but_a_live_build_is_left_alone(client, app
 
     generate_user_report.delay(exhausted_id)
     generate_user_report.delay(running_id)
-    report = wait_for_report(app, exhausted_id, status="failed")
+    report = wait_for_report(app, exhausted_id, status=ReportStatus.FAILED)
     assert report.error == "gave up after 5 attempts"
     time.sleep(1)
-    assert report_row(app, running_id).status == "running"
+    assert report_row(app, running_id).status == ReportStatus.RUNNING
     assert client.get("/export-report", headers=tired_headers).status_code == 202
 
 

@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from models import REQUEST_STATUSES, BookRequest, Report, User, db, utcnow
+from models import BookRequest, Report, ReportStatus, RequestStatus, User, db, utcnow
 from seed import register_seed_command
 
 LOGINS = [
@@ -83,7 +83,7 @@ def test_librarian_sees_requests_in_every_status(client, seed):
     assert response.status_code == 200
     items = response.json["items"]
     assert response.json["total"] == len(items) == 10
-    assert {item["status"] for item in items} == set(REQUEST_STATUSES)
+    assert {item["status"] for item in items} == set(RequestStatus)
     assert len({item["user_id"] for item in items}) == 3
 
     now = utcnow().isoformat()
@@ -103,7 +103,7 @@ def test_librarian_sees_requests_in_every_status(client, seed):
 def test_each_status_filter_finds_demo_requests(client, seed):
     seed()
     headers = login(client, "librarian", "librarian-demo")
-    for status in REQUEST_STATUSES:
+    for status in RequestStatus:
         response = client.get(f"/requests?status={status}", headers=headers)
         assert response.status_code == 200
         assert response.json["total"] >= 1, status
@@ -126,7 +126,7 @@ def test_alices_report_is_done_and_downloadable(client, seed):
     reports = client.get("/reports", headers=headers).json
     assert reports["total"] == 1
     report = reports["items"][0]
-    assert report["status"] == "done"
+    assert report["status"] == ReportStatus.DONE
     assert report["progress"] == 1.0
     assert report["row_count"] == 4
     assert report["month"] is None

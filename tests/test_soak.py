@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from models import Report, db
+from models import REPORT_ACTIVE_STATUSES, Report, ReportStatus, db
 from tests.servers import wait_for
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
@@ -182,7 +182,7 @@ def test_soak(live_server, worker_factory, app, capsys):
             with app.app_context():
                 return not db.session.scalar(
                     select(Report.id)
-                    .where(Report.id.in_(report_ids), Report.status.in_(["queued", "running"]))
+                    .where(Report.id.in_(report_ids), Report.status.in_(REPORT_ACTIVE_STATUSES))
                     .limit(1)
                 )
 
@@ -199,7 +199,9 @@ def test_soak(live_server, worker_factory, app, capsys):
         by_status[status] += n
     with app.app_context():
         failed = db.session.scalars(
-            select(Report.error).where(Report.id.in_(report_ids), Report.status == "failed")
+            select(Report.error).where(
+                Report.id.in_(report_ids), Report.status == ReportStatus.FAILED
+            )
         ).all()
     with capsys.disabled():
         print(
