@@ -16,9 +16,8 @@ import health
 import reports
 import users
 from config import default_config, ensure_jwt_secret
-from errors import register_error_handlers
 from extensions import api, jwt, limiter, migrate
-from models import User, db
+from models import DomainError, User, db
 from seed import register_seed_command
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -51,8 +50,6 @@ def create_app(test_config=None):
     )
     for module in (auth, book_requests, reports, users, health):
         api.register_blueprint(module.blp)
-    # registered after flask-smorest's own handler, so ours gives every error its shape
-    register_error_handlers(app)
     # imported here, not at the top: celery_worker imports this module to build celery_app
     from celery_worker import celery_init_app
 
@@ -167,9 +164,8 @@ def register_commands(app):
             raise click.ClickException(f"Invalid account: {errors}")
         try:
             User.register(username, email.lower(), password, role="admin")
-        except Exception as exc:
-            message = getattr(exc, "data", {}).get("message") or str(exc)
-            raise click.ClickException(message) from exc
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from exc
         click.echo(f"Librarian {username} created.")
 
 

@@ -13,13 +13,7 @@ from webargs.core import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from schemas import ErrorSchema
-
-
-class Api(flask_smorest.Api):
-    """flask-smorest's Api, documenting every error in the one shape errors.py gives it."""
-
-    ERROR_SCHEMA = ErrorSchema
+from errors import Api
 
 
 class JSONParser(FlaskParser):

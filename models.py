@@ -9,7 +9,6 @@ from enum import StrEnum
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from flask import current_app
-from flask_smorest import abort
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (
     JSON,
@@ -36,6 +35,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 password_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 # verified against when the user does not exist, so both failures cost the same time
 DUMMY_PASSWORD_HASH = password_hasher.hash("not-a-real-password")
+
+
+class DomainError(Exception):
+    """A business rule said no; errors.py turns each kind into its HTTP status."""
+
+    def __init__(self, message, **extra):
+        super().__init__(message)
+        self.message = message
+        # more fields for the error body, e.g. the id of the report still in the way
+        self.extra = extra
+
+
+class Conflict(DomainError):
+    pass
 
 
 class Base(DeclarativeBase):
@@ -128,12 +141,12 @@ class User(db.Model):
 
     @staticmethod
     def register(username, email, password, role="user"):
-        """Create a user; a taken username or email is 409, also when two requests race."""
+        """Create a user; a taken username or email is a Conflict, also when two requests race."""
         taken = db.session.scalar(
             select(User.username).where((User.username == username) | (User.email == email))
         )
         if taken is not None:
-            abort(409, message=conflict_message(taken == username, username, email))
+            raise Conflict(conflict_message(taken == username, username, email))
         user = User(username=username, email=email, role=role)
         user.set_password(password)
         db.session.add(user)
@@ -141,7 +154,7 @@ class User(db.Model):
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
-            abort(409, message="That username or email is already registered.")
+            raise Conflict("That username or email is already registered.") from None
         return user
 
     def change_role(self, role):
@@ -154,7 +167,7 @@ class User(db.Model):
             )
             if admins <= 1:
                 db.session.rollback()
-                abort(409, message="Cannot demote the last librarian.")
+                raise Conflict("Cannot demote the last librarian.")
         self.role = role
         db.session.commit()
 
@@ -261,14 +274,14 @@ class BookRequest(db.Model):
         limit = current_app.config["MAX_PENDING_REQUESTS"]
         if pending >= limit:
             db.session.rollback()
-            abort(409, message=f"You already have {limit} pending requests.")
+            raise Conflict(f"You already have {limit} pending requests.")
         book_request = BookRequest(user_id=user.id, book_name=book_name, author=author, note=note)
         db.session.add(book_request)
         db.session.commit()
         return book_request
 
     def apply(self, action, actor, reason=None):
-        """Move the request along the status machine, atomically; a wrong status is 409."""
+        """Move the request along the status machine, atomically; a wrong status is a Conflict."""
         transition = TRANSITIONS[action]
         values = transition.effects(utcnow(), actor, reason) | {"status": transition.target}
         # a conditional UPDATE: of two racing actions exactly one finds the status it needs
@@ -281,7 +294,7 @@ class BookRequest(db.Model):
         db.session.commit()
         db.session.refresh(self)
         if result.rowcount != 1:
-            abort(409, message=f"Cannot {action} a request that is {self.status}.")
+            raise Conflict(f"Cannot {action} a request that is {self.status}.")
         return self
 
 
@@ -344,11 +357,7 @@ class Report(db.Model):
                     Report.user_id == user.id, Report.status.in_(REPORT_ACTIVE_STATUSES)
                 )
             )
-            abort(
-                409,
-                message="A report of yours is still being prepared.",
-                report_id=active,
-            )
+            raise Conflict("A report of yours is still being prepared.", report_id=active) from None
         return report
 
     @property

@@ -2,6 +2,7 @@
 
 import re
 
+from flask_smorest.error_handler import ErrorSchema as SmorestErrorSchema
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from models import RequestStatus
@@ -41,7 +42,9 @@ def printable(text):
         raise ValidationError("Must not contain control characters.")
 
 
-class ErrorSchema(Schema):
+class ErrorSchema(SmorestErrorSchema):
+    """flask-smorest's error body, as errors.Api gives it to every error."""
+
     code = fields.Int(metadata={"description": "HTTP status code"})
     status = fields.Str(metadata={"description": "HTTP reason phrase"})
     message = fields.Str()

@@ -11,9 +11,17 @@ from datetime import timedelta
 import click
 from flask import current_app
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException
 
-from models import REPORT_ACTIVE_STATUSES, BookRequest, Report, ReportStatus, User, db, utcnow
+from models import (
+    REPORT_ACTIVE_STATUSES,
+    BookRequest,
+    DomainError,
+    Report,
+    ReportStatus,
+    User,
+    db,
+    utcnow,
+)
 from models import RequestStatus as Status
 from report_builder import build_report
 
@@ -148,10 +156,9 @@ def register_seed_command(app):
         """Fill the database with demo accounts, requests and a report (safe to rerun)."""
         try:
             logins = seed_demo()
-        except HTTPException as exc:  # a model rule said no, e.g. the pending-request limit
+        except DomainError as exc:  # a model rule said no, e.g. the pending-request limit
             db.session.rollback()
-            message = (getattr(exc, "data", None) or {}).get("message") or exc.description
-            raise click.ClickException(f"Seeding stopped: {message}") from exc
+            raise click.ClickException(f"Seeding stopped: {exc.message}") from exc
         click.echo("Demo data is ready. Log in with:")
         rows = [("username", "password", "role"), *logins]
         user_width = max(len(row[0]) for row in rows)
