@@ -14,7 +14,7 @@ from flask_jwt_extended import (
 from flask_smorest import abort
 
 from errors import error_response
-from extensions import BEARER, Blueprint, jwt, limiter
+from extensions import BEARER, Blueprint, jwt, limiter, per_user_limit
 from models import RevokedToken, User
 from schemas import (
     LoginSchema,
@@ -86,9 +86,10 @@ class Login(MethodView):
 @blp.route("/refresh")
 class Refresh(MethodView):
     @jwt_required(refresh=True)
+    @per_user_limit("REFRESH_RATE_LIMIT")
     @blp.response(200, TokenSchema)
     @blp.doc(security=BEARER)
-    @blp.error_responses(401)
+    @blp.error_responses(401, 429)
     def post(self):
         """Exchange a refresh token for a new access token"""
         return {
@@ -101,9 +102,10 @@ class Refresh(MethodView):
 @blp.route("/logout")
 class Logout(MethodView):
     @jwt_required(verify_type=False)
+    @per_user_limit("LOGOUT_RATE_LIMIT")
     @blp.response(200, MessageSchema)
     @blp.doc(security=BEARER)
-    @blp.error_responses(401)
+    @blp.error_responses(401, 429)
     def post(self):
         """Revoke the presented access or refresh token"""
         RevokedToken.revoke(get_jwt())

@@ -6,7 +6,7 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from auth import admin_required
-from extensions import BEARER, Blueprint
+from extensions import BEARER, Blueprint, per_user_limit
 from models import BookRequest, db, paginate
 from schemas import (
     BookRequestCreateSchema,
@@ -17,6 +17,9 @@ from schemas import (
 )
 
 blp = Blueprint("book_requests", __name__, description="Book requests and the librarian workflow")
+
+# POST /requests and POST /request-book count against one limit
+create_limit = per_user_limit("REQUEST_RATE_LIMIT", scope="create-request")
 
 # ids past PostgreSQL's integer range cannot exist: 404 at routing, not a database error
 REQUEST_URL = "/requests/<int(max=2147483647):request_id>"
@@ -56,10 +59,11 @@ class BookRequests(MethodView):
         return paginate(query, args["page"], args["per_page"])
 
     @jwt_required()
+    @create_limit
     @blp.arguments(BookRequestCreateSchema)
     @blp.response(201, BookRequestSchema)
     @blp.doc(security=BEARER)
-    @blp.error_responses(401, 409)
+    @blp.error_responses(401, 409, 429)
     def post(self, data):
         """Request a book"""
         return create_book_request(data)
@@ -68,10 +72,11 @@ class BookRequests(MethodView):
 @blp.route("/request-book")
 class RequestBook(MethodView):
     @jwt_required()
+    @create_limit
     @blp.arguments(BookRequestCreateSchema)
     @blp.response(201, BookRequestSchema)
     @blp.doc(security=BEARER)
-    @blp.error_responses(401, 409)
+    @blp.error_responses(401, 409, 429)
     def post(self, data):
         """Request a book (the tutorial's path; same as POST /requests)"""
         return create_book_request(data)
@@ -90,9 +95,10 @@ class BookRequestDetail(MethodView):
 
 @blp.route(f"{REQUEST_URL}/cancel", methods=["POST"])
 @jwt_required()
+@per_user_limit("CANCEL_RATE_LIMIT")
 @blp.response(200, BookRequestSchema)
 @blp.doc(security=BEARER)
-@blp.error_responses(401, 403, 404, 409)
+@blp.error_responses(401, 403, 404, 409, 429)
 def cancel_request(request_id):
     """Cancel your own pending request"""
     book_request = get_book_request(request_id)

@@ -116,12 +116,19 @@ def default_config(instance_path):
         or redis_db_url(redis_url, 3),
         "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
         "RATELIMIT_HEADERS_ENABLED": True,
+        # Retry-After itself is set on 429s only, by errors.py, to the wait its message names
+        "RATELIMIT_HEADER_RETRY_AFTER": "X-RateLimit-Retry-After",
         # a dead Redis must not take logins down: fall back to per-process counting
         "RATELIMIT_SWALLOW_ERRORS": True,
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT") or "10 per minute",
         "REGISTER_RATE_LIMIT": os.environ.get("REGISTER_RATE_LIMIT") or "10 per minute",
         "EXPORT_RATE_LIMIT": os.environ.get("EXPORT_RATE_LIMIT") or "30 per hour",
+        # per user; far above what a person does, far below a script's flood
+        "REQUEST_RATE_LIMIT": os.environ.get("REQUEST_RATE_LIMIT") or "30 per minute; 300 per day",
+        "CANCEL_RATE_LIMIT": os.environ.get("CANCEL_RATE_LIMIT") or "30 per minute; 300 per day",
+        "REFRESH_RATE_LIMIT": os.environ.get("REFRESH_RATE_LIMIT") or "30 per minute",
+        "LOGOUT_RATE_LIMIT": os.environ.get("LOGOUT_RATE_LIMIT") or "30 per minute",
         "LOAN_DAYS": env_int("LOAN_DAYS", 14),
         "MAX_PENDING_REQUESTS": env_int("MAX_PENDING_REQUESTS", 20),
         "REPORT_CHUNK_BYTES": env_int("REPORT_CHUNK_BYTES", 256 * 1024),

@@ -6,9 +6,12 @@ the domain errors the models raise and for anything unexpected (a 500, never a t
 """
 
 import logging
+import math
+import time
 
 import flask_smorest
 from flask import jsonify
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -43,6 +46,7 @@ class Api(flask_smorest.Api):
     def _register_error_handlers(self):
         super()._register_error_handlers()
         self._app.register_error_handler(DomainError, self.handle_domain_error)
+        self._app.register_error_handler(RateLimitExceeded, self.handle_rate_limit)
         self._app.register_error_handler(Exception, self.handle_unexpected_error)
 
     def handle_http_exception(self, error):
@@ -65,6 +69,15 @@ class Api(flask_smorest.Api):
 
     def handle_domain_error(self, error):
         return error_response(DOMAIN_STATUS[type(error)], error.message, **error.extra)
+
+    def handle_rate_limit(self, error):
+        """Name the limit that was hit and how long until it lets the client in again."""
+        from extensions import limiter
+
+        hit = limiter.current_limit
+        wait = max(1, math.ceil(hit.window[0] - time.time())) if hit is not None else 1
+        message = f"Too many requests: {error.limit.limit}. Try again in {wait} s."
+        return error_response(429, message, {"Retry-After": str(wait)})
 
     def handle_unexpected_error(self, error):
         # the traceback goes to the log, never to the client

@@ -4,7 +4,8 @@ import json
 from http import HTTPStatus
 
 import flask_smorest
-from flask_jwt_extended import JWTManager
+from flask import current_app
+from flask_jwt_extended import JWTManager, get_jwt_identity
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
@@ -71,3 +72,19 @@ migrate = Migrate()
 
 # documents the bearer token on every protected operation
 BEARER = [{"bearerAuth": []}]
+
+
+def user_key():
+    """Count a limit per user: the token's subject (jwt_required has run before the limit)."""
+    return f"user:{get_jwt_identity()}"
+
+
+def per_user_limit(setting, scope=None):
+    """Limit a view per user by the config key `setting`; views sharing a `scope` share a count."""
+
+    def limit_value():
+        return current_app.config[setting]
+
+    if scope is None:
+        return limiter.limit(limit_value, key_func=user_key)
+    return limiter.shared_limit(limit_value, scope=scope, key_func=user_key)

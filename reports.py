@@ -1,12 +1,12 @@
 """Report exports: record and enqueue one, follow its progress, download the result."""
 
-from flask import Response, current_app, stream_with_context
+from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt_identity, jwt_required
+from flask_jwt_extended import current_user, jwt_required
 from flask_smorest import abort
 from sqlalchemy import select
 
-from extensions import BEARER, Blueprint, limiter
+from extensions import BEARER, Blueprint, per_user_limit
 from models import Report, db, paginate
 from report_builder import FORMATS
 from schemas import (
@@ -20,10 +20,6 @@ from schemas import (
 from tasks import enqueue_report
 
 blp = Blueprint("reports", __name__, description="Report exports, built by the Celery worker")
-
-
-def current_user_key():
-    return f"user:{get_jwt_identity()}"
 
 
 def get_report(report_id):
@@ -44,10 +40,7 @@ def export_report(month):
 @blp.route("/export-report")
 class ExportReport(MethodView):
     # jwt_required runs first (it is last here), so the limit can be counted per user
-    decorators = [
-        limiter.limit(lambda: current_app.config["EXPORT_RATE_LIMIT"], key_func=current_user_key),
-        jwt_required(),
-    ]
+    decorators = [per_user_limit("EXPORT_RATE_LIMIT"), jwt_required()]
 
     @blp.arguments(ExportArgsSchema, location="query")
     @blp.response(202, ReportSchema)
