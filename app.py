@@ -15,6 +15,7 @@ import book_requests
 import health
 import reports
 import users
+from api_docs import swagger_ui_assets
 from config import default_config, ensure_jwt_secret
 from extensions import api, jwt, limiter, migrate
 from models import DomainError, User, db
@@ -50,6 +51,7 @@ def create_app(test_config=None):
     )
     for module in (auth, book_requests, reports, users, health):
         api.register_blueprint(module.blp)
+    app.register_blueprint(swagger_ui_assets)
     # imported here, not at the top: celery_worker imports this module to build celery_app
     from celery_worker import celery_init_app
 

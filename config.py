@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 from celery.schedules import crontab
 from dotenv import load_dotenv
 
+from api_docs import ASSETS_URL, SWAGGER_UI_CONFIG
+
 # `flask` loads .env itself; gunicorn, celery and `python app.py` do not
 load_dotenv()
 
@@ -150,7 +152,9 @@ def default_config(instance_path):
         "OPENAPI_URL_PREFIX": "/",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "/docs",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's assets are served by the app itself (api_docs.py): /docs works offline
+        "OPENAPI_SWAGGER_UI_URL": ASSETS_URL,
+        "OPENAPI_SWAGGER_UI_CONFIG": SWAGGER_UI_CONFIG,
     }
 
 

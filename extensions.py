@@ -14,6 +14,7 @@ from webargs.core import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api_docs import body_example
 from errors import Api
 
 
@@ -47,6 +48,8 @@ class Blueprint(flask_smorest.Blueprint):
 
     def arguments(self, schema, *, location="json", **kwargs):
         """Take arguments as flask-smorest does; a body can also be 400, 413 or 415."""
+        if location == "json" and "examples" not in kwargs:
+            kwargs.setdefault("example", body_example(schema))
         take_arguments = super().arguments(schema, location=location, **kwargs)
         if location != "json":
             return take_arguments

@@ -21,6 +21,15 @@ from tasks import enqueue_report
 
 blp = Blueprint("reports", __name__, description="Report exports, built by the Celery worker")
 
+# documents the download as the file it is (HTML or CSV text, never JSON)
+DOWNLOAD_RESPONSE = {
+    "description": "the report file, as an attachment (format=html or format=csv)",
+    "content": {
+        format.content_type.split(";")[0]: {"schema": {"type": "string"}}
+        for format in FORMATS.values()
+    },
+}
+
 
 def get_report(report_id):
     """Return the report if the caller may see it; someone else's is 404, like a missing one."""
@@ -93,8 +102,7 @@ class ReportDetail(MethodView):
 class ReportDownload(MethodView):
     @jwt_required()
     @blp.arguments(DownloadArgsSchema, location="query")
-    @blp.response(200, description="the report file, as an attachment")
-    @blp.doc(security=BEARER)
+    @blp.doc(security=BEARER, responses={"200": DOWNLOAD_RESPONSE})
     @blp.error_responses(401, 404, 409)
     def get(self, args, report_id):
         """Download a finished report as HTML or CSV"""
