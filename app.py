@@ -7,7 +7,7 @@ import sys
 
 import click
 from flask import Flask
-from sqlalchemy import event, select, text
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Engine
 
 import auth
@@ -132,11 +132,53 @@ def migration_lock(app):
 
 
 def ensure_schema(app):
-    """Bring the database schema up to date, so a fresh checkout works on first start."""
+    """Create the schema of a database that was never migrated, so a fresh checkout starts.
+
+    A database that was migrated once is left alone: upgrading and downgrading it are the
+    operator's (`flask --app app db upgrade`, which ./run.sh runs), so a downgrade stays.
+    """
     from flask_migrate import upgrade
 
-    with app.app_context(), migration_lock(app):
-        upgrade(directory=MIGRATIONS)
+    with app.app_context():
+        if inspect(db.engine).has_table("alembic_version"):
+            warn_if_behind(app)
+            return
+        with migration_lock(app), quiet_logger("alembic"):
+            # another process may have created it while this one waited for the lock
+            if not inspect(db.engine).has_table("alembic_version"):
+                upgrade(directory=MIGRATIONS)
+                app.logger.info("Created the database schema.")
+
+
+def warn_if_behind(app):
+    """Say in one line when the schema is not the one this code expects."""
+    from alembic.script import ScriptDirectory
+
+    # `flask db ...` is the operator handling exactly that
+    if "db" in sys.argv[1:]:
+        return
+    with db.engine.connect() as conn:
+        current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    heads = set(ScriptDirectory(MIGRATIONS).get_heads())
+    if current != heads:
+        app.logger.warning(
+            "The database schema is at revision %s, this code expects %s: "
+            "run `flask --app app db upgrade`.",
+            ", ".join(sorted(current)) or "base",
+            ", ".join(sorted(heads)),
+        )
+
+
+@contextlib.contextmanager
+def quiet_logger(name):
+    """Keep a logger's INFO lines (alembic's, at every migration step) out of the output."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def register_commands(app):
