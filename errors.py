@@ -15,13 +15,13 @@ from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from models import Conflict, DomainError
+from models import Conflict, DomainError, Unavailable
 from schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
 
 # the HTTP status of each domain error
-DOMAIN_STATUS = {Conflict: 409}
+DOMAIN_STATUS = {Conflict: 409, Unavailable: 503}
 
 # keys that webargs and flask-smorest keep on an exception for their own use
 INTERNAL_KEYS = {"message", "messages", "errors", "headers", "exc", "schema"}

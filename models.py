@@ -51,6 +51,10 @@ class Conflict(DomainError):
     pass
 
 
+class Unavailable(DomainError):
+    """Not now, but the same request may well succeed in a moment."""
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -308,6 +312,8 @@ class ReportStatus(StrEnum):
 REPORT_ACTIVE_STATUSES = (ReportStatus.QUEUED, ReportStatus.RUNNING)
 # the same condition as SQL text, for the partial index
 REPORT_ACTIVE_SQL = f"status IN ('{ReportStatus.QUEUED}', '{ReportStatus.RUNNING}')"
+# inserts tried by Report.start while the active report keeps finishing under it
+START_ATTEMPTS = 3
 
 
 class Report(db.Model):
@@ -346,19 +352,25 @@ class Report(db.Model):
     @staticmethod
     def start(user, month=None):
         """Record a queued report, or raise a conflict naming the user's active one."""
-        report = Report(user_id=user.id, month=month, enqueued_at=utcnow())
-        db.session.add(report)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
+        # the active report may finish between the refused insert and the look-up: then
+        # nothing is being prepared any more, and the insert is tried again
+        for _ in range(START_ATTEMPTS):
+            report = Report(user_id=user.id, month=month, enqueued_at=utcnow())
+            db.session.add(report)
+            try:
+                db.session.commit()
+                return report
+            except IntegrityError:
+                db.session.rollback()
             active = db.session.scalar(
                 select(Report.id).where(
                     Report.user_id == user.id, Report.status.in_(REPORT_ACTIVE_STATUSES)
                 )
             )
-            raise Conflict("A report of yours is still being prepared.", report_id=active) from None
-        return report
+            if active is not None:
+                raise Conflict("A report of yours is still being prepared.", report_id=active)
+        # reports finishing faster than a request can insert: only a runaway worker does that
+        raise Unavailable("Reports are changing too fast; try again.")
 
     @property
     def is_done(self):

@@ -55,7 +55,7 @@ class ExportReport(MethodView):
     @blp.response(202, ReportSchema)
     @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
     @blp.doc(security=BEARER)
-    @blp.error_responses(401, 429)
+    @blp.error_responses(401, 429, 503)
     def get(self, args):
         """Export a report of your requests (optional month=YYYY-MM)"""
         return export_report(args["month"])
@@ -65,7 +65,7 @@ class ExportReport(MethodView):
     @blp.response(202, ReportSchema)
     @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
     @blp.doc(security=BEARER)
-    @blp.error_responses(401, 429)
+    @blp.error_responses(401, 429, 503)
     def post(self, query_args, body_args):
         """Export a report of your requests (month in the body or the query)"""
         return export_report(body_args["month"] or query_args["month"])

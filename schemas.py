@@ -11,17 +11,43 @@ from report_builder import FORMATS
 # tab, newline and carriage return are the only control characters text may carry
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 LINE_BREAKS = re.compile(r"[\t\n\r]")
+# what Text trims from both ends: the whitespace of ASCII, nothing Unicode-specific, so the
+# documented pattern below reads the same in every regular-expression dialect
+SURROUNDING_SPACE = " \t\n\r"
+
+
+def text_pattern(multiline, required):
+    """The OpenAPI `pattern` of what Text accepts, written as Text checks it.
+
+    Surrounding space is trimmed; what remains carries no control character (a multiline
+    text may hold tabs and line breaks) and, when required, is not empty.
+    """
+    banned = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f" if multiline else r"\x00-\x1f\x7f"
+    inner = rf"[^ \t\n\r{banned}](?:[^{banned}]*[^ \t\n\r{banned}])?"
+    return rf"^[ \t\n\r]*{inner if required else f'(?:{inner})?'}[ \t\n\r]*$"
 
 
 class Text(fields.String):
-    """A string that is trimmed and refuses control characters (PostgreSQL rejects NUL)."""
+    """A string that is trimmed and refuses control characters (PostgreSQL rejects NUL).
+
+    The OpenAPI document carries the same rule as a `pattern`, and the length limit applies
+    to the text as sent as well as trimmed, so that the document says what is accepted.
+    """
 
     def __init__(self, *args, multiline=False, **kwargs):
         self.multiline = multiline
         super().__init__(*args, **kwargs)
+        lengths = [v for v in self.validators if isinstance(v, validate.Length)]
+        required = any(length.min for length in lengths)
+        self.metadata = {"pattern": text_pattern(multiline, required), **self.metadata}
+        # documented lengths count the text as sent; trimming must not let longer text in
+        self.sent_max = min((length.max for length in lengths if length.max), default=None)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        sent = super()._deserialize(value, attr, data, **kwargs)
+        if self.sent_max is not None and len(sent) > self.sent_max:
+            raise ValidationError(f"Longer than maximum length {self.sent_max}.")
+        text = sent.strip(SURROUNDING_SPACE)
         if CONTROL_CHARACTERS.search(text) or (not self.multiline and LINE_BREAKS.search(text)):
             raise ValidationError("Must not contain control characters.")
         return text

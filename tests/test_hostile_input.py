@@ -3,6 +3,7 @@ odd unicode, numbers as strings, absurd page numbers. Each is refused in the one
 never a 5xx, and leaves the database exactly as it was."""
 
 import json
+import re
 
 import pytest
 import requests
@@ -371,3 +372,35 @@ def test_impossible_ids_are_404(send, path):
         method = "patch"
     response = send(method, path, "librarian", json={"role": "user"} if method == "patch" else None)
     assert_refused(response, 404)
+
+
+# ------------------------------------------------------------------ the document's word
+
+PATTERN_PROBES = [
+    "Dune", " Dune ", "\tDune\r\n", "Du ne", "Du\tne", "Du\nne", "Du\x00ne", "Dune\x0b",
+    "\x1fDune", "Dune\x7f", "Dune\x85", "Dune\u3000", "\u00a0", " ", "\n", "", "x" * 200,
+    " " + "x" * 200, "x" * 199 + "\n",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema_name", "field"),
+    [("BookRequestCreate", "book_name"), ("BookRequestCreate", "author"),
+     ("BookRequestCreate", "note"), ("Reject", "reason"), ("Login", "username")],
+)  # fmt: skip
+def test_text_fields_accept_exactly_what_the_document_allows(client, schema_name, field):
+    """The OpenAPI pattern and lengths of each text field say what the API accepts."""
+    import schemas
+
+    documented = client.get("/openapi.json").json["components"]["schemas"][schema_name]
+    rule = documented["properties"][field]
+    schema = getattr(schemas, f"{schema_name}Schema")()
+    others = {"book_name": "Dune", "username": "reader", "password": "secret", "reason": "no"}
+    for probe in PATTERN_PROBES:
+        allowed = (
+            re.fullmatch(rule["pattern"], probe) is not None
+            and rule.get("minLength", 0) <= len(probe) <= rule["maxLength"]
+        )
+        body = {**{k: v for k, v in others.items() if k in schema.fields}, field: probe}
+        accepted = not schema.validate(body)
+        assert accepted == allowed, f"{field}={probe!r}: accepted {accepted}, documented {allowed}"

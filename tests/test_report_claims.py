@@ -1,0 +1,167 @@
+"""Report claims and report starts under forced interleavings: racing deliveries of one
+report, and an active report that finishes while a new export is being refused."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from sqlalchemy import event, insert, select, update
+from sqlalchemy.orm import Session
+
+from models import Report, db, utcnow
+
+DELIVERIES = 4
+
+
+@contextmanager
+def listening(target, name, listener):
+    event.listen(target, name, listener)
+    try:
+        yield
+    finally:
+        event.remove(target, name, listener)
+
+
+def add_report(app, user_id, **values):
+    with app.app_context():
+        report = Report(user_id=user_id, **values)
+        db.session.add(report)
+        db.session.commit()
+        return report.id
+
+
+def report_statuses(app, user_id):
+    with app.app_context():
+        return db.session.execute(
+            select(Report.id, Report.status).where(Report.user_id == user_id)
+        ).all()
+
+
+def claim_all_at_once(app, report_id, redelivered=False):
+    """Run DELIVERIES claims of one report, each held back until all are about to write.
+
+    Every claim reaches its UPDATE before any UPDATE runs, the worst interleaving two
+    deliveries can have; a claim that reads first and writes later lets all of them win.
+    """
+    about_to_write = threading.Barrier(DELIVERIES, timeout=30)
+    claiming = threading.local()
+
+    def hold_update(conn, cursor, statement, parameters, context, executemany):
+        if getattr(claiming, "active", False) and statement.lstrip().startswith("UPDATE report"):
+            claiming.active = False  # only the claim's first write waits
+            about_to_write.wait()
+
+    def claim(n):
+        with app.app_context():
+            claiming.active = True
+            try:
+                report = db.session.get(Report, report_id)
+                return report.claim(f"delivery-{n}", redelivered)
+            finally:
+                claiming.active = False
+                db.session.remove()
+
+    with app.app_context():
+        engine = db.engine
+    with listening(engine, "before_cursor_execute", hold_update):
+        with ThreadPoolExecutor(max_workers=DELIVERIES) as pool:
+            return list(pool.map(claim, range(DELIVERIES)))
+
+
+def test_racing_deliveries_of_a_queued_report_claim_it_once(app, auth):
+    user = auth.register()
+    report_id = add_report(app, user["id"], status="queued")
+    won = claim_all_at_once(app, report_id)
+    assert sorted(won) == [False] * (DELIVERIES - 1) + [True]
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert report.status == "running" and report.attempts == 1
+        assert report.task_id == f"delivery-{won.index(True)}"
+
+
+def test_racing_redeliveries_take_a_stale_build_over_once(app, auth):
+    user = auth.register()
+    report_id = add_report(
+        app, user["id"], status="running", attempts=1, task_id="dead", heartbeat_at=None
+    )
+    with app.app_context():
+        # a heartbeat long past the stale limit: the build that wrote it is dead
+        db.session.execute(
+            update(Report).where(Report.id == report_id).values(heartbeat_at=utcnow().replace(2000))
+        )
+        db.session.commit()
+    won = claim_all_at_once(app, report_id, redelivered=True)
+    assert sorted(won) == [False] * (DELIVERIES - 1) + [True]
+    with app.app_context():
+        assert db.session.get(Report, report_id).attempts == 2
+
+
+def test_live_build_is_not_claimed_by_another_delivery(app, auth):
+    user = auth.register()
+    report_id = add_report(
+        app, user["id"], status="running", attempts=1, task_id="alive", heartbeat_at=utcnow()
+    )
+    won = claim_all_at_once(app, report_id, redelivered=True)
+    assert won == [False] * DELIVERIES
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert report.task_id == "alive" and report.attempts == 1
+
+
+def finish_active_reports(engine, user_id):
+    with engine.begin() as conn:
+        conn.execute(
+            update(Report)
+            .where(Report.user_id == user_id, Report.status.in_(["queued", "running"]))
+            .values(status="done", finished_at=utcnow())
+        )
+
+
+def test_export_refused_by_a_report_that_then_finished_is_retried(client, app, auth):
+    """The active report finishes between the refused insert and the look-up of it."""
+    user, headers = auth.patron()
+    active_id = add_report(app, user["id"], status="running", heartbeat_at=utcnow())
+    with app.app_context():
+        engine = db.engine
+    finished = []
+
+    def finish_after_refusal(session):
+        if not finished:
+            finished.append(True)
+            finish_active_reports(engine, user["id"])
+
+    with listening(Session, "after_rollback", finish_after_refusal):
+        response = client.post("/export-report", headers=headers)
+    assert finished, "the insert was never refused"
+    assert response.status_code == 202, response.json
+    assert dict(report_statuses(app, user["id"])) == {
+        active_id: "done",
+        response.json["id"]: "queued",
+    }
+
+
+def test_export_gives_up_when_reports_keep_finishing_under_it(client, app, auth):
+    """Each try meets a new active report that is gone by the look-up: 503, nothing added."""
+    user, headers = auth.patron()
+    with app.app_context():
+        engine = db.engine
+    refusals = []
+
+    def start_a_report(session, flush_context, instances):
+        if any(isinstance(obj, Report) for obj in session.new):
+            with engine.begin() as conn:
+                conn.execute(insert(Report).values(id=f"other-{len(refusals)}", user_id=user["id"]))
+
+    def finish_after_refusal(session):
+        refusals.append(True)
+        finish_active_reports(engine, user["id"])
+
+    with (
+        listening(Session, "before_flush", start_a_report),
+        listening(Session, "after_rollback", finish_after_refusal),
+    ):
+        response = client.post("/export-report", headers=headers)
+    assert response.status_code == 503, response.json
+    assert response.json["message"] == "Reports are changing too fast; try again."
+    ids = {report_id for report_id, _ in report_statuses(app, user["id"])}
+    assert ids == {f"other-{n}" for n in range(len(refusals))} and len(refusals) >= 3
