@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from auth import admin_required
 from extensions import BEARER, Blueprint, per_user_limit
-from models import BookRequest, db, paginate
+from models import BookRequest, db
+from pagination import Listing, paginate
 from schemas import (
     BookRequestCreateSchema,
     BookRequestQuerySchema,
@@ -20,6 +21,9 @@ blp = Blueprint("book_requests", __name__, description="Book requests and the li
 
 # POST /requests and POST /request-book count against one limit
 create_limit = per_user_limit("REQUEST_RATE_LIMIT", scope="create-request")
+
+# newest first; ids are unique and never change, so a cursor holds its place
+REQUESTS = Listing("requests", BookRequest.id)
 
 # ids past PostgreSQL's integer range cannot exist: 404 at routing, not a database error
 REQUEST_URL = "/requests/<int(max=2147483647):request_id>"
@@ -49,14 +53,14 @@ class BookRequests(MethodView):
     @blp.error_responses(401)
     def get(self, args):
         """List your requests, newest first (librarians see everyone's)"""
-        query = select(BookRequest).order_by(BookRequest.id.desc())
+        query = select(BookRequest)
         if not current_user.is_admin:
             query = query.where(BookRequest.user_id == current_user.id)
         elif "user_id" in args:
             query = query.where(BookRequest.user_id == args["user_id"])
         if "status" in args:
             query = query.where(BookRequest.status == args["status"])
-        return paginate(query, args["page"], args["per_page"])
+        return paginate(REQUESTS, query, args)
 
     @jwt_required()
     @create_limit

@@ -77,6 +77,10 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime
     cache_ok = True
 
+    @property
+    def python_type(self):
+        return datetime
+
     def process_bind_param(self, value, dialect):
         if value is not None and value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
@@ -245,9 +249,11 @@ TRANSITIONS = {
 class BookRequest(db.Model):
     __tablename__ = "book_request"
     __table_args__ = (
+        # one index per list filter, each ending in the list's order (id), so a page reads
+        # only its own rows; the user and status one also counts a patron's pending requests
         Index("ix_book_request_user_id_id", "user_id", "id"),
-        # the pending count every new request makes, however long the patron's history
-        Index("ix_book_request_user_id_status", "user_id", "status"),
+        Index("ix_book_request_user_id_status_id", "user_id", "status", "id"),
+        Index("ix_book_request_status_id", "status", "id"),
         Index("ix_book_request_status_due_date", "status", "due_date"),
     )
 
@@ -320,7 +326,9 @@ class Report(db.Model):
     """A report export and the state of its build; the claim methods are atomic UPDATEs."""
 
     __table_args__ = (
-        Index("ix_report_user_id_created_at", "user_id", "created_at"),
+        # the list's order (newest first, id breaking ties), for everyone and per user
+        Index("ix_report_created_at_id", "created_at", "id"),
+        Index("ix_report_user_id_created_at_id", "user_id", "created_at", "id"),
         # at most one queued or running report per user, enforced by the database itself
         Index(
             "uq_report_one_active_per_user",
@@ -557,28 +565,3 @@ class RevokedToken(db.Model):
         result = db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
         db.session.commit()
         return result.rowcount
-
-
-def paginate(statement, page, per_page):
-    """Run `statement` for one page and return the page envelope.
-
-    The total rides along on each row as a window count, so a page costs one query.
-    """
-    rows = db.session.execute(
-        statement.add_columns(func.count().over()).limit(per_page).offset((page - 1) * per_page)
-    ).all()
-    if rows:
-        total = rows[0][1]
-    elif page == 1:
-        total = 0
-    else:  # past the last page: no row to carry the total
-        total = db.session.scalar(
-            select(func.count()).select_from(statement.order_by(None).subquery())
-        )
-    return {
-        "items": [row[0] for row in rows],
-        "page": page,
-        "per_page": per_page,
-        "total": total,
-        "pages": -(-total // per_page),
-    }

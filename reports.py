@@ -7,7 +7,8 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from extensions import BEARER, Blueprint, per_user_limit
-from models import Report, db, paginate
+from models import Report, db
+from pagination import Listing, paginate
 from report_builder import FORMATS
 from schemas import (
     DownloadArgsSchema,
@@ -20,6 +21,9 @@ from schemas import (
 from tasks import enqueue_report
 
 blp = Blueprint("reports", __name__, description="Report exports, built by the Celery worker")
+
+# newest first; the id breaks ties between reports created in the same microsecond
+REPORTS = Listing("reports", Report.created_at, Report.id)
 
 # documents the download as the file it is (HTML or CSV text, never JSON)
 DOWNLOAD_RESPONSE = {
@@ -80,10 +84,10 @@ class Reports(MethodView):
     @blp.error_responses(401)
     def get(self, args):
         """List your reports, newest first (librarians see everyone's)"""
-        query = select(Report).order_by(Report.created_at.desc(), Report.id)
+        query = select(Report)
         if not current_user.is_admin:
             query = query.where(Report.user_id == current_user.id)
-        return paginate(query, args["page"], args["per_page"])
+        return paginate(REPORTS, query, args)
 
 
 # report ids are UUIDs: anything else is 404 at routing, never a database lookup

@@ -78,8 +78,16 @@ class ErrorSchema(SmorestErrorSchema):
 
 
 class PageArgsSchema(Schema):
-    page = fields.Int(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    page = fields.Int(
+        load_default=1,
+        validate=validate.Range(min=1, max=1_000_000),
+        metadata={"description": "page number; pages past the 10,000th row are 400: use cursor"},
+    )
     per_page = fields.Int(load_default=20, validate=validate.Range(min=1, max=100))
+    cursor = fields.Str(
+        validate=validate.Length(max=1000),
+        metadata={"description": "opaque; from a page's `next` link. Takes the place of page"},
+    )
 
 
 def page_schema(item_schema):
@@ -89,8 +97,21 @@ def page_schema(item_schema):
             "items": fields.List(fields.Nested(item_schema)),
             "page": fields.Int(),
             "per_page": fields.Int(),
-            "total": fields.Int(),
-            "pages": fields.Int(),
+            "total": fields.Int(
+                allow_none=True, metadata={"description": "null past 10,000 matching rows"}
+            ),
+            "pages": fields.Int(
+                allow_none=True, metadata={"description": "null past 10,000 matching rows"}
+            ),
+            "total_exceeds": fields.Bool(
+                metadata={"description": "true when more than 10,000 rows match"}
+            ),
+            "next": fields.Str(
+                allow_none=True,
+                metadata={
+                    "description": "the following page's URL (also in Link); null on the last"
+                },
+            ),
         },
         name=f"{item_schema.__name__.removesuffix('Schema')}PageSchema",
     )

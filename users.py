@@ -6,10 +6,14 @@ from sqlalchemy import select
 
 from auth import admin_required
 from extensions import BEARER, Blueprint
-from models import User, db, paginate
+from models import User, db
+from pagination import Listing, paginate
 from schemas import PageArgsSchema, RoleSchema, UserSchema, page_schema
 
 blp = Blueprint("users", __name__, description="Accounts (librarians only)")
+
+# oldest account first
+USERS = Listing("users", User.id, descending=False)
 
 
 @blp.route("/users")
@@ -21,7 +25,7 @@ class Users(MethodView):
     @blp.error_responses(401, 403)
     def get(self, args):
         """List every account"""
-        return paginate(select(User).order_by(User.id), args["page"], args["per_page"])
+        return paginate(USERS, select(User), args)
 
 
 # ids past PostgreSQL's integer range cannot exist: 404 at routing, not a database error

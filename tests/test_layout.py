@@ -24,6 +24,7 @@ MODULES = [
     "mail",
     "errors",
     "extensions",
+    "pagination",
 ]
 
 
