@@ -1,7 +1,7 @@
 """index every list's order and filter, for keyset pages
 
 Revision ID: b5d2e8a41c07
-Revises: 7f3878f41abb
+Revises: b2c4e6f8a0d1
 Create Date: 2026-11-22 04:00:00.000000
 
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'b5d2e8a41c07'
-down_revision = '7f3878f41abb'
+down_revision = 'b2c4e6f8a0d1'
 branch_labels = None
 depends_on = None
 
