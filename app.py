@@ -9,6 +9,7 @@ import click
 from flask import Flask
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
 import book_requests
@@ -40,6 +41,7 @@ def create_app(test_config=None):
         app.config.from_mapping(test_config)
     ensure_jwt_secret(app)
     configure_logging(app)
+    trust_proxies(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
@@ -62,6 +64,17 @@ def create_app(test_config=None):
     if app.config["AUTO_MIGRATE"]:
         ensure_schema(app)
     return app
+
+
+def trust_proxies(app):
+    """Behind TRUSTED_PROXIES reverse proxies, take the client's address and scheme from them.
+
+    Off by default: without a proxy, X-Forwarded-For is the client's to forge, and would
+    let anyone pick the address that the rate limits count.
+    """
+    count = app.config["TRUSTED_PROXIES"]
+    if count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
 
 def add_security_headers(response):

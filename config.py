@@ -113,6 +113,8 @@ def default_config(instance_path):
         ),
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ALGORITHM": "HS256",
+        # how many reverse proxies (nginx, a load balancer) stand in front and set X-Forwarded-*
+        "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0),
         "RATELIMIT_ENABLED": env_bool("RATELIMIT_ENABLED", True),
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI")
         or redis_db_url(redis_url, 3),

@@ -12,5 +12,8 @@ timeout = 30
 graceful_timeout = 10
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+if int(os.environ.get("TRUSTED_PROXIES") or 0):
+    # behind a proxy the peer is the proxy: log the addresses it forwarded for, too
+    access_log_format = '%(h)s for %({x-forwarded-for}i)s "%(r)s" %(s)s %(b)s %(M)sms'
 # the control socket lives at one fixed path per user, so two instances would collide
 control_socket_disable = True
