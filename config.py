@@ -16,6 +16,8 @@ from api_docs import ASSETS_URL, SWAGGER_UI_CONFIG
 load_dotenv()
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+# seconds between two looks for stranded reports (by every worker, and by beat)
+SWEEP_INTERVAL = 10
 
 
 def env_bool(name, default):
@@ -77,7 +79,7 @@ def celery_config(redis_url):
         "beat_schedule": {
             "requeue-stale-reports": {
                 "task": "tasks.requeue_stale_reports",
-                "schedule": timedelta(seconds=env_int("SWEEP_INTERVAL_SECONDS", 60)),
+                "schedule": timedelta(seconds=env_int("SWEEP_INTERVAL_SECONDS", SWEEP_INTERVAL)),
             },
             "send-monthly-reports": {
                 "task": "tasks.send_monthly_reports",
@@ -139,6 +141,8 @@ def default_config(instance_path):
         "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 30),
         "REPORT_REQUEUE_SECONDS": env_int("REPORT_REQUEUE_SECONDS", 60),
         "REPORT_MAX_ATTEMPTS": env_int("REPORT_MAX_ATTEMPTS", 5),
+        "SWEEP_INTERVAL_SECONDS": env_int("SWEEP_INTERVAL_SECONDS", SWEEP_INTERVAL),
+        "WORKER_HEARTBEAT_SECONDS": env_int("WORKER_HEARTBEAT_SECONDS", 10),
         "MAIL_BACKEND": os.environ.get("MAIL_BACKEND") or "console",
         "MAIL_SERVER": os.environ.get("MAIL_SERVER") or "localhost",
         "MAIL_PORT": env_int("MAIL_PORT", 25),

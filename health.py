@@ -1,4 +1,4 @@
-"""Liveness of the parts the service needs: the database and the Celery broker."""
+"""Liveness of the parts the service needs: the database, the broker, and the workers."""
 
 from flask import current_app
 from flask.views import MethodView
@@ -9,6 +9,7 @@ from errors import error_response
 from extensions import Blueprint
 from models import db
 from schemas import HealthDownSchema, HealthSchema
+from worker_upkeep import count_live_workers
 
 blp = Blueprint("health", __name__, description="Service health")
 
@@ -33,17 +34,36 @@ def broker_ok():
         return False
 
 
+DEGRADED = {
+    "none": "No worker is running: exports stay queued until one starts.",
+    "unknown": "Worker heartbeats cannot be read: Redis at REDIS_URL does not answer.",
+}
+
+
+def worker_state():
+    """Return `worker` (up, none or unknown) and `workers`, from the workers' heartbeats."""
+    count = count_live_workers(current_app.config)
+    if count is None:
+        return {"worker": "unknown", "workers": None}
+    return {"worker": "up" if count else "none", "workers": count}
+
+
 @blp.route("/health")
 class Health(MethodView):
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthDownSchema, description="a part is down")
     def get(self):
-        """Report whether the database and the broker answer"""
+        """Report whether the database and the broker answer, and how many workers run"""
         parts = {
             "database": "ok" if database_ok() else "down",
             "broker": "ok" if broker_ok() else "down",
         }
+        workers = worker_state()
         down = [name for name, state in parts.items() if state != "ok"]
         if down:
-            return error_response(503, f"Down: {', '.join(down)}.", **parts)
-        return {"status": "ok", **parts}
+            return error_response(503, f"Down: {', '.join(down)}.", **parts, **workers)
+        # the API works without a worker, so this is no 503; exports just wait for one
+        if workers["worker"] != "up":
+            message = DEGRADED[workers["worker"]]
+            return {"status": "degraded", **parts, **workers, "message": message}
+        return {"status": "ok", **parts, **workers}

@@ -485,18 +485,36 @@ class Report(db.Model):
         db.session.commit()
 
     @staticmethod
-    def stale_ids(now):
-        """Ids of reports left queued (broker was down) or stuck running (worker died)."""
+    def stranded(queued_before):
+        """Queued reports never published, or last published before `queued_before`."""
+        return and_(
+            Report.status == ReportStatus.QUEUED,
+            or_(Report.enqueued_at.is_(None), Report.enqueued_at < queued_before),
+        )
+
+    @staticmethod
+    def stranded_for(user_id):
+        """The user's queued report that has waited longer than REPORT_REQUEUE_SECONDS."""
+        waited = utcnow() - timedelta(seconds=current_app.config["REPORT_REQUEUE_SECONDS"])
+        return db.session.scalar(
+            select(Report).where(Report.user_id == user_id, Report.stranded(waited))
+        )
+
+    @staticmethod
+    def stale_ids(now, any_age=False):
+        """Ids of reports left queued (broker was down) or stuck running (worker died).
+
+        `any_age` takes every queued report, however recently published.
+        """
         config = current_app.config
-        queued_before = now - timedelta(seconds=config["REPORT_REQUEUE_SECONDS"])
+        queued_before = now
+        if not any_age:
+            queued_before -= timedelta(seconds=config["REPORT_REQUEUE_SECONDS"])
         stale_before = now - timedelta(seconds=config["REPORT_STALE_SECONDS"])
         return db.session.scalars(
             select(Report.id).where(
                 or_(
-                    and_(
-                        Report.status == ReportStatus.QUEUED,
-                        or_(Report.enqueued_at.is_(None), Report.enqueued_at < queued_before),
-                    ),
+                    Report.stranded(queued_before),
                     and_(Report.status == ReportStatus.RUNNING, Report.heartbeat_at < stale_before),
                 )
             )

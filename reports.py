@@ -18,7 +18,7 @@ from schemas import (
     ReportSchema,
     page_schema,
 )
-from tasks import enqueue_report
+from tasks import enqueue_report, requeue_stranded_report
 
 blp = Blueprint("reports", __name__, description="Report exports, built by the Celery worker")
 
@@ -44,6 +44,9 @@ def get_report(report_id):
 
 
 def export_report(month):
+    # a queued report whose message was lost would block every export: publish it again
+    # (the user still gets the 409 naming it below)
+    requeue_stranded_report(current_user.id)
     report = Report.start(current_user, month)
     # the row is committed first: if the broker is down, the sweeper enqueues it later
     enqueue_report(report)

@@ -249,11 +249,18 @@ class ReportSchema(Schema):
 
 
 class HealthSchema(Schema):
-    status = fields.Str()
-    database = fields.Str()
-    broker = fields.Str()
+    status = fields.Str(metadata={"description": "ok, or degraded when no worker runs"})
+    database = fields.Str(metadata={"description": "ok or down"})
+    broker = fields.Str(metadata={"description": "ok or down"})
+    worker = fields.Str(
+        metadata={"description": "up, none (no live worker heartbeat) or unknown (Redis down)"}
+    )
+    workers = fields.Int(allow_none=True, metadata={"description": "workers with a live heartbeat"})
+    message = fields.Str(metadata={"description": "what is missing, when degraded"})
 
 
 class HealthDownSchema(ErrorSchema):
     database = fields.Str()
     broker = fields.Str()
+    worker = fields.Str()
+    workers = fields.Int(allow_none=True)

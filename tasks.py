@@ -8,6 +8,7 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from celery.utils import uuid
 from flask import render_template
 from sqlalchemy import or_, select
 
@@ -18,14 +19,25 @@ from models import BookRequest, Report, RequestStatus, RevokedToken, User, db, u
 log = logging.getLogger(__name__)
 
 
-def enqueue_report(report):
+def enqueue_report(report, task_id=None):
     """Publish the build of `report`; a dead broker is logged and left to the sweeper."""
     try:
-        generate_user_report.apply_async(args=[report.id], task_id=report.id)
+        generate_user_report.apply_async(args=[report.id], task_id=task_id or report.id)
     except Exception as exc:  # kombu raises several kinds; every one means "not sent"
         log.warning("report %s stays queued, the broker is unreachable: %s", report.id, exc)
+        # never published: the next sweep takes it at once rather than after the requeue delay
+        Report.mark_enqueued(report.id, None)
         return False
     return True
+
+
+def requeue_stranded_report(user_id):
+    """Publish again the user's queued report whose message seems lost; return it, or None."""
+    report = Report.stranded_for(user_id)
+    # a task id of its own: the original message may still turn up, and is a separate delivery
+    if report is not None and enqueue_report(report, task_id=uuid()):
+        Report.mark_enqueued(report.id, utcnow())
+    return report
 
 
 def retry_delay(task):
@@ -48,10 +60,14 @@ def generate_user_report(self, report_id: str) -> None:
 
 
 @shared_task
-def requeue_stale_reports() -> int:
-    """Enqueue again every report left queued (broker was down) or stuck running (worker died)."""
+def requeue_stale_reports(any_age: bool = False) -> int:
+    """Enqueue again every report left queued (broker was down) or stuck running (worker died).
+
+    `any_age` takes every queued report, however recently published: a worker asks for
+    that when it connects, since a broker that restarted has lost the messages it held.
+    """
     now = utcnow()
-    report_ids = Report.stale_ids(now)
+    report_ids = Report.stale_ids(now, any_age)
     for report_id in report_ids:
         try:
             generate_user_report.apply_async(args=[report_id])

@@ -114,12 +114,13 @@ class ManagedProcess:
             self.log_file.close()
 
 
-def start_worker(env, log_path, concurrency=1):
+def start_worker(env, log_path, concurrency=1, app_name="celery_worker.celery_app", wait=True):
+    """Start `celery -A app_name worker`; with `wait`, return once it is consuming."""
     worker = ManagedProcess(
         [
             os.path.join(BIN, "celery"),
             "-A",
-            "celery_worker.celery_app",
+            app_name,
             "worker",
             "--loglevel=info",
             f"--concurrency={concurrency}",
@@ -131,6 +132,12 @@ def start_worker(env, log_path, concurrency=1):
         env,
         log_path,
     ).start()
+    if wait:
+        wait_until_ready(worker)
+    return worker
+
+
+def wait_until_ready(worker):
     with killed_on_failure(worker):
         wait_for(
             lambda: "ready." in worker.log() or worker.process.poll() is not None,
@@ -139,7 +146,6 @@ def start_worker(env, log_path, concurrency=1):
         )
         if worker.process.poll() is not None:
             raise RuntimeError(f"worker died at start:\n{worker.log()}")
-    return worker
 
 
 @contextlib.contextmanager
