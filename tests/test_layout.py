@@ -19,6 +19,7 @@ MODULES = [
     "users",
     "health",
     "celery_worker",
+    "worker_upkeep",
     "tasks",
     "report_builder",
     "mail",
