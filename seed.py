@@ -3,7 +3,9 @@
 `seed_demo()` fills the database with a small, lived-in library: a librarian, three patrons,
 book requests in every status (one loan overdue) and one finished report for alice. It is
 idempotent: what already exists is found by its name and left alone, so running it again
-adds nothing. Everything goes through the model methods the API itself uses.
+adds nothing. An account of the same name that it did not create (its demo password does not
+work there) is never changed: it is named in the output and gets no demo data. Everything goes
+through the model methods the API itself uses.
 """
 
 from datetime import timedelta
@@ -67,42 +69,62 @@ DEMO_REQUESTS = (
 REJECT_REASON = "Our only copy is being rebound; please ask again next month."
 
 
-def seed_demo():
+class Outcome:
+    """What seed-demo did with each demo account, for its closing lines."""
+
+    def __init__(self):
+        self.created, self.reused, self.foreign = [], [], []
+
+
+def seed_demo(outcome=None):
     """Create the demo accounts, requests and report (inside an app context); return logins.
 
-    Returns a list of `(username, password, role)`. Accounts that already exist keep their
-    password and role; an existing `librarian` that is not a librarian is refused rather
-    than promoted, since anyone may have registered that name.
+    Returns a list of `(username, password, role)` that work: the demo accounts it created
+    now or on an earlier run. `outcome`, if given, collects which were created, reused, or
+    left alone because someone else holds the name.
     """
-    librarian = ensure_user(*LIBRARIAN)
-    patrons = {name: ensure_user(name, PATRON_PASSWORD, "user") for name in PATRONS}
+    outcome = outcome if outcome is not None else Outcome()
+    librarian = ensure_user(*LIBRARIAN, outcome)
+    if librarian is None:
+        raise click.ClickException(
+            f"An account named {LIBRARIAN[0]!r} exists that seed-demo did not create (the demo "
+            "password does not open it); nothing was changed. Seed another database, or rename "
+            "that account."
+        )
+    patrons = {name: ensure_user(name, PATRON_PASSWORD, "user", outcome) for name in PATRONS}
     overdue_days = current_app.config["LOAN_DAYS"] + 5
     history = [
-        (patron, book, author, note, outcome, overdue_days if days is None else days)
-        for patron, book, author, note, outcome, days in DEMO_REQUESTS
+        (patron, book, author, note, result, overdue_days if days is None else days)
+        for patron, book, author, note, result, days in DEMO_REQUESTS
+        # someone else's account gets no demo requests
+        if patrons[patron] is not None
     ]
     # oldest first, so ids grow with request dates as they do in real life
     history.sort(key=lambda item: -item[5])
-    for patron, book, author, note, outcome, days_ago in history:
-        ensure_request(patrons[patron], librarian, book, author, note, outcome, days_ago)
-    ensure_report(patrons["alice"])
-    return [LIBRARIAN] + [(name, PATRON_PASSWORD, "user") for name in PATRONS]
+    for patron, book, author, note, result, days_ago in history:
+        ensure_request(patrons[patron], librarian, book, author, note, result, days_ago)
+    if patrons["alice"] is not None:
+        ensure_report(patrons["alice"])
+    logins = [LIBRARIAN] + [(name, PATRON_PASSWORD, "user") for name in PATRONS]
+    return [login for login in logins if login[0] not in outcome.foreign]
 
 
-def ensure_user(username, password, role):
+def ensure_user(username, password, role, outcome):
+    """Return the demo account, creating it if need be; None if the name is someone else's."""
     user = db.session.scalar(select(User).where(User.username == username))
     if user is None:
+        outcome.created.append(username)
         return User.register(username, f"{username}@{EMAIL_DOMAIN}", password, role=role)
-    if role == "admin" and not user.is_admin:
-        raise click.ClickException(
-            f"An account named {username!r} exists and is not a librarian; "
-            f"promote it with `flask --app app create-admin` if it is yours."
-        )
+    # the demo password opening it is what makes it the demo's (and the printed login true)
+    if not user.check_password(password) or (role == "admin" and not user.is_admin):
+        outcome.foreign.append(username)
+        return None
+    outcome.reused.append(username)
     return user
 
 
-def ensure_request(patron, librarian, book, author, note, outcome, days_ago):
-    """Create one request and walk it to `outcome`, unless the patron already asked for it."""
+def ensure_request(patron, librarian, book, author, note, result, days_ago):
+    """Create one request and walk it to `result`, unless the patron already asked for it."""
     existing = db.session.scalar(
         select(BookRequest.id).where(
             BookRequest.user_id == patron.id, BookRequest.book_name == book
@@ -111,7 +133,7 @@ def ensure_request(patron, librarian, book, author, note, outcome, days_ago):
     if existing is not None:
         return
     book_request = BookRequest.create(patron, book, author=author, note=note)
-    for action in PATHS[outcome]:
+    for action in PATHS[result]:
         actor = patron if action == "cancel" else librarian
         book_request.apply(action, actor, reason=REJECT_REASON if action == "reject" else None)
     backdate(book_request, days_ago)
@@ -154,16 +176,34 @@ def register_seed_command(app):
     @app.cli.command("seed-demo")
     def seed_demo_command():
         """Fill the database with demo accounts, requests and a report (safe to rerun)."""
+        outcome = Outcome()
         try:
-            logins = seed_demo()
+            logins = seed_demo(outcome)
         except DomainError as exc:  # a model rule said no, e.g. the pending-request limit
             db.session.rollback()
             raise click.ClickException(f"Seeding stopped: {exc.message}") from exc
         click.echo("Demo data is ready. Log in with:")
-        rows = [("username", "password", "role"), *logins]
-        user_width = max(len(row[0]) for row in rows)
-        password_width = max(len(row[1]) for row in rows)
-        for index, (username, password, role) in enumerate(rows):
-            click.echo(f"  {username:<{user_width}}  {password:<{password_width}}  {role}")
-            if index == 0:
-                click.echo(f"  {'-' * user_width}  {'-' * password_width}  {'-' * 5}")
+        echo_table(logins)
+        echo_outcome(outcome)
+
+
+def echo_table(logins):
+    # the widths of the full demo table, so the columns stay put whichever rows are shown
+    user_width = max(len(name) for name in ("username", LIBRARIAN[0], *PATRONS))
+    password_width = max(len(word) for word in ("password", LIBRARIAN[1], PATRON_PASSWORD))
+    click.echo(f"  {'username':<{user_width}}  {'password':<{password_width}}  role")
+    click.echo(f"  {'-' * user_width}  {'-' * password_width}  {'-' * 5}")
+    for username, password, role in logins:
+        click.echo(f"  {username:<{user_width}}  {password:<{password_width}}  {role}")
+
+
+def echo_outcome(outcome):
+    if outcome.created:
+        click.echo(f"Created: {', '.join(outcome.created)}.")
+    if outcome.reused:
+        click.echo(f"Reused from an earlier seed-demo, unchanged: {', '.join(outcome.reused)}.")
+    if outcome.foreign:
+        click.echo(
+            f"Left alone, not listed above and given no demo data: {', '.join(outcome.foreign)} "
+            "(accounts seed-demo did not create; the demo password does not open them)."
+        )

@@ -153,19 +153,59 @@ def test_other_patrons_have_no_report(client, seed):
     assert client.get("/reports", headers=headers).json["total"] == 0
 
 
-def test_existing_accounts_keep_their_password(client, auth, seed):
+def test_first_run_says_it_created_the_accounts_and_later_runs_that_it_reused_them(seed):
+    first = seed().splitlines()
+    assert "Created: librarian, alice, bob, carol." in first
+    assert not any(line.startswith("Reused") for line in first)
+    second = seed().splitlines()
+    assert "Reused from an earlier seed-demo, unchanged: librarian, alice, bob, carol." in second
+    assert not any(line.startswith("Created") for line in second)
+
+
+def test_an_account_it_did_not_create_is_left_alone_and_named(app, client, auth, seed):
     auth.register(username="alice", email="alice@example.org", password="alices own pass")
-    seed()
+    output = seed()
     login(client, "alice", "alices own pass")
     bad = client.post("/login", json={"username": "alice", "password": "patron-demo"})
     assert bad.status_code == 401
+    lines = output.splitlines()
+    # the table offers no login that would not work
+    assert not any(line.split()[:1] == ["alice"] for line in lines)
+    assert any(line.startswith("Left alone") and "alice" in line for line in lines), output
+    assert "Created: librarian, bob, carol." in lines
+    headers = login(client, "alice", "alices own pass")
+    assert client.get("/requests", headers=headers).json["items"] == []
+    assert client.get("/reports", headers=headers).json["items"] == []
 
 
 def test_a_patron_named_librarian_is_not_promoted(app, auth, runner, seed):
     auth.register(username="librarian", email="someone@example.org", password="squatter1")
     result = runner.invoke(args=["seed-demo"])
     assert result.exit_code != 0
-    assert "not a librarian" in result.output
+    assert "seed-demo did not create" in result.output
+    assert "nothing was changed" in result.output
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == "librarian"))
         assert user.role == "user"
+        assert db.session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_a_librarian_it_did_not_create_keeps_its_password(app, client, runner, seed):
+    created = runner.invoke(
+        args=[
+            "create-admin",
+            "--username",
+            "librarian",
+            "--email",
+            "librarian@example.org",
+            "--password-stdin",
+        ],
+        input="their own secret\n",
+    )
+    assert created.exit_code == 0, created.output
+    result = runner.invoke(args=["seed-demo"])
+    assert result.exit_code != 0
+    assert "seed-demo did not create" in result.output
+    login(client, "librarian", "their own secret")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(BookRequest)) == 0
