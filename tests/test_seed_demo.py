@@ -4,7 +4,6 @@ import pytest
 from sqlalchemy import func, select
 
 from models import BookRequest, Report, ReportStatus, RequestStatus, User, db, utcnow
-from seed import register_seed_command
 
 LOGINS = [
     ("librarian", "librarian-demo", "admin"),
@@ -16,9 +15,7 @@ LOGINS = [
 
 @pytest.fixture
 def seed(app, runner):
-    """Run `flask seed-demo` and return its output."""
-    if "seed-demo" not in app.cli.commands:  # until app.py registers it itself
-        register_seed_command(app)
+    """Run `flask seed-demo`, as app.py registers it, and return its output."""
 
     def run():
         result = runner.invoke(args=["seed-demo"])
