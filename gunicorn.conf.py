@@ -4,10 +4,13 @@ import multiprocessing
 import os
 
 bind = os.environ.get("BIND", "127.0.0.1:5000")
-# sync workers: each request is short and CPU-bound (JSON, argon2), so one process per
-# request at a time is fastest; two per core keeps the cores busy while one waits on I/O
+# two processes per core keep the cores busy while one waits on the database or Redis;
+# gthread: a client holds a thread, not a whole process, and the worker's heartbeat runs on,
+# so a stalled client is never taken for a hung worker (nginx.conf stops slow clients first,
+# see docs/benchmarks.md)
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
-worker_class = "sync"
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", 8))
 timeout = 30
 graceful_timeout = 10
 accesslog = "-"

@@ -3,6 +3,8 @@
 # The suite starts its own redis-server on a free port; it never touches your Redis.
 # Set TEST_DATABASE_URL=postgresql://... to run every test on PostgreSQL as well as SQLite.
 set -euo pipefail
+# tests/test_production.py runs the production start, nginx included
+export NEEDS_NGINX=1
 source "$(dirname "$0")/scripts/bootstrap.sh"
 say "Running ruff"
 ruff check .

@@ -28,6 +28,11 @@ ensure_os_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # the production start (and its tests) put nginx in front of gunicorn
+  if [ "${NEEDS_NGINX:-0}" = 1 ]; then
+    export PATH="$PATH:/usr/sbin"  # where Debian puts nginx
+    command -v nginx >/dev/null || missing+=(nginx)
+  fi
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
