@@ -1,7 +1,5 @@
 """Accounts and JWT sessions: register, login, refresh, logout, me, and the token rules."""
 
-from functools import wraps
-
 from flask import current_app, g
 from flask.views import MethodView
 from flask_jwt_extended import (
@@ -9,12 +7,11 @@ from flask_jwt_extended import (
     create_refresh_token,
     current_user,
     get_jwt,
-    jwt_required,
 )
 from flask_smorest import abort
 
 from errors import error_response
-from extensions import BEARER, Blueprint, jwt, limiter, per_user_limit
+from extensions import Blueprint, jwt, limiter, per_user_limit
 from models import RevokedToken, User
 from schemas import (
     LoginSchema,
@@ -25,19 +22,6 @@ from schemas import (
 )
 
 blp = Blueprint("auth", __name__, description="Accounts and tokens")
-
-
-def admin_required(view):
-    """Let only librarians through; the role is the one in the database now."""
-
-    @wraps(view)
-    @jwt_required()
-    def wrapper(*args, **kwargs):
-        if not current_user.is_admin:
-            abort(403, message="Only librarians may do this.")
-        return view(*args, **kwargs)
-
-    return wrapper
 
 
 def access_token_for(user):
@@ -85,11 +69,10 @@ class Login(MethodView):
 
 @blp.route("/refresh")
 class Refresh(MethodView):
-    @jwt_required(refresh=True)
+    @blp.auth_required(refresh=True)
     @per_user_limit("REFRESH_RATE_LIMIT")
     @blp.response(200, TokenSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 429)
+    @blp.error_responses(429)
     def post(self):
         """Exchange a refresh token for a new access token"""
         return {
@@ -101,11 +84,10 @@ class Refresh(MethodView):
 
 @blp.route("/logout")
 class Logout(MethodView):
-    @jwt_required(verify_type=False)
+    @blp.auth_required(verify_type=False)
     @per_user_limit("LOGOUT_RATE_LIMIT")
     @blp.response(200, MessageSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 429)
+    @blp.error_responses(429)
     def post(self):
         """Revoke the presented access or refresh token"""
         RevokedToken.revoke(get_jwt())
@@ -114,10 +96,8 @@ class Logout(MethodView):
 
 @blp.route("/me")
 class Me(MethodView):
-    @jwt_required()
+    @blp.auth_required()
     @blp.response(200, UserSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401)
     def get(self):
         """Show the account the token belongs to"""
         return current_user

@@ -1,12 +1,11 @@
 """Book requests: patrons create, list and cancel them; librarians approve, reject and return."""
 
 from flask.views import MethodView
-from flask_jwt_extended import current_user, jwt_required
+from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import select
 
-from auth import admin_required
-from extensions import BEARER, Blueprint, per_user_limit
+from extensions import Blueprint, per_user_limit
 from models import BookRequest, db
 from pagination import Listing, paginate
 from schemas import (
@@ -46,11 +45,9 @@ def create_book_request(data):
 
 @blp.route("/requests")
 class BookRequests(MethodView):
-    @jwt_required()
+    @blp.auth_required()
     @blp.arguments(BookRequestQuerySchema, location="query")
     @blp.response(200, page_schema(BookRequestSchema))
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401)
     def get(self, args):
         """List your requests, newest first (librarians see everyone's)"""
         query = select(BookRequest)
@@ -62,12 +59,11 @@ class BookRequests(MethodView):
             query = query.where(BookRequest.status == args["status"])
         return paginate(REQUESTS, query, args)
 
-    @jwt_required()
+    @blp.auth_required()
     @create_limit
     @blp.arguments(BookRequestCreateSchema)
     @blp.response(201, BookRequestSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 409, 429)
+    @blp.error_responses(409, 429)
     def post(self, data):
         """Request a book"""
         return create_book_request(data)
@@ -75,12 +71,11 @@ class BookRequests(MethodView):
 
 @blp.route("/request-book")
 class RequestBook(MethodView):
-    @jwt_required()
+    @blp.auth_required()
     @create_limit
     @blp.arguments(BookRequestCreateSchema)
     @blp.response(201, BookRequestSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 409, 429)
+    @blp.error_responses(409, 429)
     def post(self, data):
         """Request a book (the tutorial's path; same as POST /requests)"""
         return create_book_request(data)
@@ -88,21 +83,19 @@ class RequestBook(MethodView):
 
 @blp.route(REQUEST_URL)
 class BookRequestDetail(MethodView):
-    @jwt_required()
+    @blp.auth_required()
     @blp.response(200, BookRequestSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 404)
+    @blp.error_responses(404)
     def get(self, request_id):
         """Show one request"""
         return get_book_request(request_id)
 
 
 @blp.route(f"{REQUEST_URL}/cancel", methods=["POST"])
-@jwt_required()
+@blp.auth_required()
 @per_user_limit("CANCEL_RATE_LIMIT")
 @blp.response(200, BookRequestSchema)
-@blp.doc(security=BEARER)
-@blp.error_responses(401, 403, 404, 409, 429)
+@blp.error_responses(403, 404, 409, 429)
 def cancel_request(request_id):
     """Cancel your own pending request"""
     book_request = get_book_request(request_id)
@@ -112,31 +105,28 @@ def cancel_request(request_id):
 
 
 @blp.route(f"{REQUEST_URL}/approve", methods=["POST"])
-@admin_required
+@blp.auth_required(admin=True)
 @blp.response(200, BookRequestSchema)
-@blp.doc(security=BEARER)
-@blp.error_responses(401, 403, 404, 409)
+@blp.error_responses(404, 409)
 def approve_request(request_id):
     """Approve a pending request; the loan is due in LOAN_DAYS days"""
     return get_book_request(request_id).apply("approve", current_user)
 
 
 @blp.route(f"{REQUEST_URL}/reject", methods=["POST"])
-@admin_required
+@blp.auth_required(admin=True)
 @blp.arguments(RejectSchema)
 @blp.response(200, BookRequestSchema)
-@blp.doc(security=BEARER)
-@blp.error_responses(401, 403, 404, 409)
+@blp.error_responses(404, 409)
 def reject_request(data, request_id):
     """Reject a pending request, giving a reason"""
     return get_book_request(request_id).apply("reject", current_user, reason=data["reason"])
 
 
 @blp.route(f"{REQUEST_URL}/return", methods=["POST"])
-@admin_required
+@blp.auth_required(admin=True)
 @blp.response(200, BookRequestSchema)
-@blp.doc(security=BEARER)
-@blp.error_responses(401, 403, 404, 409)
+@blp.error_responses(404, 409)
 def return_request(request_id):
     """Mark an approved request's book as returned"""
     return get_book_request(request_id).apply("return", current_user)

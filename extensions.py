@@ -1,11 +1,12 @@
 """Flask extension objects, created unbound here and bound to the app in `create_app`."""
 
 import json
+from functools import wraps
 from http import HTTPStatus
 
 import flask_smorest
 from flask import current_app
-from flask_jwt_extended import JWTManager, get_jwt_identity
+from flask_jwt_extended import JWTManager, current_user, get_jwt_identity, jwt_required
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
@@ -41,8 +42,12 @@ class JSONParser(FlaskParser):
         return data
 
 
+# documents the bearer token on every protected operation
+BEARER = [{"bearerAuth": []}]
+
+
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint, with the stricter JSON parser and documented error statuses."""
+    """flask-smorest's Blueprint: the stricter JSON parser, documented errors, auth_required."""
 
     ARGUMENTS_PARSER = JSONParser()
 
@@ -67,14 +72,32 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
+    def auth_required(self, admin=False, **jwt_options):
+        """Let a valid token through (a librarian's only, with `admin`), and document it.
+
+        Goes above the view's other decorators, so a bad token is 401 before its arguments
+        are read. `jwt_options` go to jwt_required (refresh=True, verify_type=False).
+        """
+
+        def decorator(view):
+            @wraps(view)
+            @jwt_required(**jwt_options)
+            def protected(*args, **kwargs):
+                # the role as the database has it now, not as the token remembers it
+                if admin and not current_user.is_admin:
+                    abort(403, message="Only librarians may do this.")
+                return view(*args, **kwargs)
+
+            codes = (401, 403) if admin else (401,)
+            return self.error_responses(*codes)(self.doc(security=BEARER)(protected))
+
+        return decorator
+
 
 api = Api()
 jwt = JWTManager()
 limiter = Limiter(key_func=get_remote_address)
 migrate = Migrate()
-
-# documents the bearer token on every protected operation
-BEARER = [{"bearerAuth": []}]
 
 
 def user_key():

@@ -6,7 +6,7 @@ from flask_jwt_extended import current_user, jwt_required
 from flask_smorest import abort
 from sqlalchemy import select
 
-from extensions import BEARER, Blueprint, per_user_limit
+from extensions import Blueprint, per_user_limit
 from models import Report, db
 from pagination import Listing, paginate
 from report_builder import FORMATS
@@ -25,9 +25,9 @@ blp = Blueprint("reports", __name__, description="Report exports, built by the C
 # newest first; the id breaks ties between reports created in the same microsecond
 REPORTS = Listing("reports", Report.created_at, Report.id)
 
-# documents the download as the file it is (HTML or CSV text, never JSON)
+# documents the download as the file it is, in the content type of its format
 DOWNLOAD_RESPONSE = {
-    "description": "the report file, as an attachment (format=html or format=csv)",
+    "description": "the report file, as an attachment (format=" + " or format=".join(FORMATS) + ")",
     "content": {
         format.content_type.split(";")[0]: {"schema": {"type": "string"}}
         for format in FORMATS.values()
@@ -55,24 +55,25 @@ def export_report(month):
 
 @blp.route("/export-report")
 class ExportReport(MethodView):
-    # jwt_required runs first (it is last here), so the limit can be counted per user
+    # jwt_required runs first (it is last here), so the limit can be counted per user; the
+    # methods' auth_required checks the token again and documents it
     decorators = [per_user_limit("EXPORT_RATE_LIMIT"), jwt_required()]
 
+    @blp.auth_required()
     @blp.arguments(ExportArgsSchema, location="query")
     @blp.response(202, ReportSchema)
     @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 429, 503)
+    @blp.error_responses(429, 503)
     def get(self, args):
         """Export a report of your requests (optional month=YYYY-MM)"""
         return export_report(args["month"])
 
+    @blp.auth_required()
     @blp.arguments(ExportArgsSchema, location="query")
     @blp.arguments(ExportArgsSchema, required=False)
     @blp.response(202, ReportSchema)
     @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 429, 503)
+    @blp.error_responses(429, 503)
     def post(self, query_args, body_args):
         """Export a report of your requests (month in the body or the query)"""
         return export_report(body_args["month"] or query_args["month"])
@@ -80,11 +81,9 @@ class ExportReport(MethodView):
 
 @blp.route("/reports")
 class Reports(MethodView):
-    @jwt_required()
+    @blp.auth_required()
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, page_schema(ReportSchema))
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401)
     def get(self, args):
         """List your reports, newest first (librarians see everyone's)"""
         query = select(Report)
@@ -96,10 +95,9 @@ class Reports(MethodView):
 # report ids are UUIDs: anything else is 404 at routing, never a database lookup
 @blp.route("/reports/<uuid:report_id>")
 class ReportDetail(MethodView):
-    @jwt_required()
+    @blp.auth_required()
     @blp.response(200, ReportSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 404)
+    @blp.error_responses(404)
     def get(self, report_id):
         """Show a report's status and progress"""
         return get_report(report_id)
@@ -107,10 +105,10 @@ class ReportDetail(MethodView):
 
 @blp.route("/reports/<uuid:report_id>/download")
 class ReportDownload(MethodView):
-    @jwt_required()
+    @blp.auth_required()
     @blp.arguments(DownloadArgsSchema, location="query")
-    @blp.doc(security=BEARER, responses={"200": DOWNLOAD_RESPONSE})
-    @blp.error_responses(401, 404, 409)
+    @blp.doc(responses={"200": DOWNLOAD_RESPONSE})
+    @blp.error_responses(404, 409)
     def get(self, args, report_id):
         """Download a finished report as HTML or CSV"""
         report = get_report(report_id)

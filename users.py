@@ -4,8 +4,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from auth import admin_required
-from extensions import BEARER, Blueprint
+from extensions import Blueprint
 from models import User, db
 from pagination import Listing, paginate
 from schemas import PageArgsSchema, RoleSchema, UserSchema, page_schema
@@ -18,11 +17,9 @@ USERS = Listing("users", User.id, descending=False)
 
 @blp.route("/users")
 class Users(MethodView):
-    @admin_required
+    @blp.auth_required(admin=True)
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, page_schema(UserSchema))
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 403)
     def get(self, args):
         """List every account"""
         return paginate(USERS, select(User), args)
@@ -31,11 +28,10 @@ class Users(MethodView):
 # ids past PostgreSQL's integer range cannot exist: 404 at routing, not a database error
 @blp.route("/users/<int(max=2147483647):user_id>")
 class UserDetail(MethodView):
-    @admin_required
+    @blp.auth_required(admin=True)
     @blp.arguments(RoleSchema)
     @blp.response(200, UserSchema)
-    @blp.doc(security=BEARER)
-    @blp.error_responses(401, 403, 404, 409)
+    @blp.error_responses(404, 409)
     def patch(self, data, user_id):
         """Change an account's role"""
         user = db.session.get(User, user_id)
