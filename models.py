@@ -24,12 +24,14 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    insert,
     or_,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 # OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane): ~20 ms a hash here
 password_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
@@ -322,8 +324,17 @@ REPORT_ACTIVE_SQL = f"status IN ('{ReportStatus.QUEUED}', '{ReportStatus.RUNNING
 START_ATTEMPTS = 3
 
 
+class LostReport(Exception):
+    """The build no longer owns its report: a newer claim has taken it over."""
+
+
 class Report(db.Model):
-    """A report export and the state of its build; the claim methods are atomic UPDATEs."""
+    """A report export and the state of its build; the claim methods are atomic UPDATEs.
+
+    A claim hands the build a fencing token, its task id and attempt number; every later
+    write of that build holds only while both still match (`owned_by_this_build`), so a
+    build that paused and was taken over can neither store nor undo anything.
+    """
 
     __table_args__ = (
         # the list's order (newest first, id breaking ties), for everyone and per user
@@ -417,49 +428,96 @@ class Report(db.Model):
             takeable = or_(
                 takeable, and_(Report.status == ReportStatus.RUNNING, Report.task_id == task_id)
             )
-        claimed = self._update(
-            takeable,
-            Report.attempts < current_app.config["REPORT_MAX_ATTEMPTS"],
-            status=ReportStatus.RUNNING,
-            task_id=task_id,
-            started_at=now,
-            heartbeat_at=now,
-            progress=0.0,
-            error=None,
-            attempts=Report.attempts + 1,
+        result = db.session.execute(
+            update(Report)
+            .where(
+                Report.id == self.id,
+                takeable,
+                Report.attempts < current_app.config["REPORT_MAX_ATTEMPTS"],
+            )
+            .values(
+                status=ReportStatus.RUNNING,
+                task_id=task_id,
+                started_at=now,
+                heartbeat_at=now,
+                progress=0.0,
+                error=None,
+                attempts=Report.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
         )
-        if claimed:
-            db.session.refresh(self)
-        return claimed
-
-    def record_progress(self, progress):
-        """Commit the stored chunks with the progress, proving the build is still alive."""
-        self.progress = round(min(progress, 1.0), 4)
-        self.heartbeat_at = utcnow()
+        if result.rowcount != 1:
+            db.session.commit()
+            return False
+        # what an earlier build stored goes, in the claim's own transaction
+        db.session.execute(delete(ReportChunk).where(ReportChunk.report_id == self.id))
         db.session.commit()
+        db.session.refresh(self)
+        return True
 
-    def finish(self, row_count, sizes):
-        """Mark the build done with its row count and the size of each stored format."""
-        self.status = ReportStatus.DONE
-        self.progress = 1.0
-        self.row_count = row_count
-        self.sizes = sizes
-        self.finished_at = utcnow()
+    def owned_by_this_build(self):
+        """The fencing condition: still running under this build's task id and attempt."""
+        return and_(
+            Report.status == ReportStatus.RUNNING,
+            Report.task_id == self.task_id,
+            Report.attempts == self.attempts,
+        )
+
+    def _write_if_owned(self, chunks, **values):
+        """Set `values` and store `chunks` in one transaction, if this build owns the report.
+
+        The UPDATE goes first: it locks the row, so no claim can come between it and the
+        commit. Raises LostReport, having written nothing, when the report was taken over.
+        """
+        result = db.session.execute(
+            update(Report)
+            .where(Report.id == self.id, self.owned_by_this_build())
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            db.session.rollback()
+            raise LostReport(self.id)
+        if chunks:
+            db.session.execute(insert(ReportChunk), chunks)
         db.session.commit()
+        for name, value in values.items():
+            # known to be stored; a plain setattr would queue an unfenced UPDATE
+            set_committed_value(self, name, value)
+
+    def record_progress(self, progress, chunks=()):
+        """Store the chunks with the progress, proving the build is still alive."""
+        self._write_if_owned(chunks, progress=round(min(progress, 1.0), 4), heartbeat_at=utcnow())
+
+    def finish(self, row_count, sizes, chunks=()):
+        """Store the last chunks and mark the build done with its row count and sizes."""
+        self._write_if_owned(
+            chunks,
+            status=ReportStatus.DONE,
+            progress=1.0,
+            row_count=row_count,
+            sizes=sizes,
+            finished_at=utcnow(),
+        )
 
     def release(self):
         """Put a running report back in the queue after a transient failure, for a retry."""
         db.session.rollback()
         self._update(
-            Report.status == ReportStatus.RUNNING,
+            self.owned_by_this_build(),
             status=ReportStatus.QUEUED,
             enqueued_at=utcnow(),
         )
 
     def fail(self, error):
-        """Record the build as failed with `error`, for its owner to see."""
+        """Record the build as failed with `error`, unless another build owns the report now."""
         db.session.rollback()
-        self._update(status=ReportStatus.FAILED, error=error[:2000], finished_at=utcnow())
+        return self._update(
+            self.owned_by_this_build(),
+            status=ReportStatus.FAILED,
+            error=error[:2000],
+            finished_at=utcnow(),
+        )
 
     def give_up(self):
         """Fail the report if it could be taken but has used up its attempts; True if so."""

@@ -15,15 +15,15 @@ from html import escape
 
 from flask import current_app, render_template
 from markupsafe import Markup
-from sqlalchemy import String, and_, delete, func, select, type_coerce
+from sqlalchemy import String, and_, func, select, type_coerce
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mail import TRANSIENT_MAIL_ERRORS, send_mail
 from models import (
     UTC,
     BookRequest,
+    LostReport,
     Report,
-    ReportChunk,
     RequestStatus,
     User,
     UTCDateTime,
@@ -49,6 +49,8 @@ CSV_COLUMNS = (
 )
 # spreadsheet programs run cells that start with these as formulas ("" never matches)
 FORMULA_FIRST_CHARACTERS = frozenset("=+-@\t\r")
+# what the patron reads on a failed report; the exception itself goes to the worker's log
+BUILD_FAILED = "The report could not be built. Export it again, or ask a librarian."
 
 
 class Retry(Exception):
@@ -174,6 +176,13 @@ class ChunkWriter:
         self.buffered = 0
         self.seq = 0
         self.size = 0
+        # compressed chunks waiting for the next fenced write (Report.record_progress)
+        self.ready = []
+
+    def take(self):
+        """Return the chunks ready to store, and forget them."""
+        ready, self.ready = self.ready, []
+        return ready
 
     def write(self, text):
         data = text.encode()
@@ -188,8 +197,8 @@ class ChunkWriter:
             return
         # level 1: most of the saving at a fraction of the time of the default
         data = zlib.compress(b"".join(self.buffer), 1)
-        db.session.add(
-            ReportChunk(report_id=self.report_id, format=self.format, seq=self.seq, data=data)
+        self.ready.append(
+            {"report_id": self.report_id, "format": self.format, "seq": self.seq, "data": data}
         )
         self.seq += 1
         self.buffer = []
@@ -245,9 +254,15 @@ def report_pages(report):
         last_id = page[-1][0]
 
 
+def ready_chunks(outputs):
+    return [chunk for _, writer in outputs for chunk in writer.take()]
+
+
 def build_report(report):
-    """Render every format from streamed rows, store each as chunks, mark the report done."""
-    db.session.execute(delete(ReportChunk).where(ReportChunk.report_id == report.id))
+    """Render every format from streamed rows, store each as chunks, mark the report done.
+
+    Raises LostReport as soon as another build has taken the report over.
+    """
     counts = dict(
         db.session.execute(
             select(BookRequest.status, func.count())
@@ -265,11 +280,12 @@ def build_report(report):
         for renderer, chunks in outputs:
             chunks.write(renderer.rows(page))
         done += len(page)
-        report.record_progress(done / total if total else 1.0)
+        report.record_progress(done / total if total else 1.0, ready_chunks(outputs))
     for renderer, chunks in outputs:
         chunks.write(renderer.tail)
         chunks.flush()
-    report.finish(total, {chunks.format: chunks.size for _, chunks in outputs})
+    sizes = {chunks.format: chunks.size for _, chunks in outputs}
+    report.finish(total, sizes, ready_chunks(outputs))
     log.info("report %s done: %d rows", report.id, total)
 
 
@@ -277,6 +293,7 @@ def build_once(report, task_id, redelivered=False):
     """Claim and build the report unless it is done; True when it is done and can be mailed.
 
     Raises Retry when the database is away; any other error fails the report for good.
+    A build that was taken over stops quietly and leaves the report to its new owner.
     """
     if report.is_done:
         return True
@@ -288,16 +305,17 @@ def build_once(report, task_id, redelivered=False):
         return False
     try:
         build_report(report)
+    except LostReport:
+        log.info("report %s was taken over by another build; this one stops", report.id)
+        return False
     except OperationalError as exc:
         log.warning("report %s: database unavailable, retrying: %s", report.id, exc)
         report.release()
         raise Retry() from exc
-    except Exception as exc:
-        # recorded on the report for its owner to see; retrying would fail the same way
+    except Exception:
+        # the details are for the log; the patron sees a plain message
         log.exception("report %s failed", report.id)
-        error = f"{type(exc).__name__}: {exc}"
-        report.fail(error)
-        log.error("report %s failed: %s", report.id, error)
+        report.fail(BUILD_FAILED)
         return False
     return True
 

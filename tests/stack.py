@@ -6,12 +6,13 @@ own, so that no other test's worker ever sees its reports.
 
 import os
 import secrets
+import sqlite3
 import subprocess
 import uuid
 
 import requests
 from kombu import Connection
-from sqlalchemy import create_engine, insert, select, update
+from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from models import BookRequest, Report, utcnow
@@ -33,6 +34,14 @@ FAST_SETTINGS = {
     "SWEEP_INTERVAL_SECONDS": "2",
     "WORKER_HEARTBEAT_SECONDS": "1",
 }
+
+
+# transactions of other connections that have written to the report table and not ended
+ROW_WRITERS = """
+SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid
+WHERE c.relname IN ('report', 'report_chunk') AND l.mode = 'RowExclusiveLock'
+  AND l.pid <> pg_backend_pid()
+"""
 
 
 class RabbitVhost:
@@ -199,6 +208,21 @@ class Stack:
             return report if report.status == status else None
 
         return wait_for(reached, timeout=timeout, interval=0.1, what=f"report {status}")
+
+    def build_is_writing(self):
+        """Tell whether some connection holds a write transaction on the reports right now."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                return conn.scalar(text(ROW_WRITERS)) > 0
+        probe = sqlite3.connect(self.engine.url.database, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return False
+        except sqlite3.OperationalError:  # "database is locked": a writer holds it
+            return True
+        finally:
+            probe.close()
 
     def mails_to(self, user):
         return [m for m in self.sink.messages if m["To"] == user["email"]]

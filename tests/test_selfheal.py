@@ -7,6 +7,7 @@ on RabbitMQ when TEST_AMQP_URL is set. A report must be done within 60 s of the 
 import os
 import signal
 import subprocess
+import time
 from datetime import timedelta
 
 import pytest
@@ -228,3 +229,64 @@ def pool_processes(worker):
         ["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True
     ).stdout.split()
     return [int(pid) for pid in children]
+
+
+def test_a_paused_build_taken_over_cannot_touch_the_finished_report(terminals):
+    stack = terminals
+    paused_worker = stack.start_worker()
+    user = stack.patron(rows=150_000)
+    report_id = stack.export(user).json()["id"]
+    wait_for(
+        lambda: 0 < stack.report(report_id).progress < 0.5,
+        timeout=60,
+        interval=0.02,
+        what="report half built",
+    )
+    (pool_process,) = pool_processes(paused_worker)
+    # a GC, lock wait or VM pause of the build, longer than REPORT_STALE_SECONDS
+    pause_between_writes(stack, pool_process)
+    try:
+        stack.start_worker()
+        # the second worker's sweep takes the stalled build over and finishes it
+        report = stack.wait_for_report(report_id, timeout=HEAL_SECONDS)
+    finally:
+        os.kill(pool_process, signal.SIGCONT)
+    wait_for(
+        lambda: f"report {report_id} was taken over" in paused_worker.log(),
+        timeout=HEAL_SECONDS,
+        what="the paused build to notice it lost the report",
+    )
+    after = stack.report(report_id)
+    assert after.status == "done" and after.error is None
+    assert (after.attempts, after.row_count, after.finished_at) == (
+        2,
+        150_000,
+        report.finished_at,
+    )
+    assert stack.builds_logged(report_id) == 1
+    assert "Traceback" not in paused_worker.log()
+    csv = requests.get(
+        f"{stack.api.url}/reports/{report_id}/download?format=csv",
+        headers=user["headers"],
+        timeout=60,
+    )
+    assert csv.text.count("\n") == 150_001
+    wait_for(lambda: stack.mails_to(user), what="report mail")
+    assert len(stack.mails_to(user)) == 1
+
+
+def stopped(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def pause_between_writes(stack, pid):
+    """SIGSTOP the build outside a write of its own, whose lock would hold the takeover up."""
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: stopped(pid), timeout=5, interval=0.001, what="process stopped")
+        if not stack.build_is_writing():
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError("the build was never caught between two writes")

@@ -1,0 +1,99 @@
+"""Fenced builds: a build that was taken over can neither store nor undo anything.
+
+Two builds of one report are played step by step in one process, the first one paused
+(simply not called) while the second takes the report over, as a stalled worker would be.
+The same story with real workers and SIGSTOP is in tests/test_selfheal.py.
+"""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from models import LostReport, Report, ReportChunk, ReportStatus, db, utcnow
+
+
+def chunk(report_id, seq, data=b"x"):
+    return {"report_id": report_id, "format": "csv", "seq": seq, "data": data}
+
+
+def stored_chunks(report_id):
+    return db.session.scalars(
+        select(ReportChunk.data).where(ReportChunk.report_id == report_id).order_by("seq")
+    ).all()
+
+
+@pytest.fixture
+def taken_over(app_context, auth):
+    """A report whose first build paused long enough for a second build to take it over."""
+    user = auth.register()
+    report = Report(user_id=user["id"])
+    db.session.add(report)
+    db.session.commit()
+    first = db.session.get(Report, report.id)
+    assert first.claim("first-delivery")
+    first.record_progress(0.1, [chunk(report.id, 0, b"old")])
+    token = (first.task_id, first.attempts)
+    # the first build's heartbeat goes stale while it is paused
+    db.session.execute(
+        update(Report)
+        .where(Report.id == report.id)
+        .values(heartbeat_at=utcnow() - timedelta(hours=1))
+    )
+    db.session.commit()
+    db.session.expunge_all()
+    second = db.session.get(Report, report.id)
+    assert second.claim("second-delivery")
+    db.session.expunge_all()
+    # the first build's copy of the row, as it was when that build last wrote
+    first = Report(id=report.id, user_id=user["id"], task_id=token[0], attempts=token[1])
+    return first, db.session.get(Report, report.id)
+
+
+def test_takeover_drops_what_the_first_build_stored(taken_over):
+    first, second = taken_over
+    assert second.attempts == 2 and second.task_id == "second-delivery"
+    assert stored_chunks(second.id) == []
+
+
+def test_a_build_that_lost_its_report_stores_nothing(taken_over):
+    first, second = taken_over
+    with pytest.raises(LostReport):
+        first.record_progress(0.5, [chunk(first.id, 1)])
+    with pytest.raises(LostReport):
+        first.finish(10, {"csv": 1}, [chunk(first.id, 2)])
+    assert stored_chunks(first.id) == []
+    row = db.session.get(Report, first.id)
+    db.session.refresh(row)
+    assert (row.status, row.progress, row.task_id) == ("running", 0.0, "second-delivery")
+
+
+def test_a_done_report_never_changes_again(taken_over):
+    first, second = taken_over
+    second.record_progress(0.5, [chunk(second.id, 0, b"new")])
+    second.finish(7, {"csv": 3}, [chunk(second.id, 1, b"end")])
+    # the paused build wakes up and tries every write it has
+    with pytest.raises(LostReport):
+        first.record_progress(0.9, [chunk(first.id, 0, b"old")])
+    assert first.fail("The report could not be built.") is False
+    first.release()
+    row = db.session.get(Report, first.id)
+    db.session.refresh(row)
+    assert row.status == ReportStatus.DONE and row.error is None
+    assert (row.row_count, row.progress, row.attempts) == (7, 1.0, 2)
+    assert stored_chunks(first.id) == [b"new", b"end"]
+    assert row.give_up() is False
+    assert not row.claim("third-delivery")
+    assert db.session.scalar(select(func.count()).select_from(ReportChunk)) == 2
+
+
+def test_the_owner_can_fail_or_release_its_build(taken_over):
+    _, second = taken_over
+    second.release()
+    db.session.refresh(second)
+    assert second.status == ReportStatus.QUEUED
+    assert second.claim("third-delivery")
+    assert second.fail("The report could not be built.") is True
+    failed = db.session.get(Report, second.id)
+    db.session.refresh(failed)
+    assert failed.status == ReportStatus.FAILED and failed.attempts == 3
