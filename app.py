@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import auth
 import book_requests
 import health
+import outbox
 import reports
 import users
 from api_docs import swagger_ui_assets
@@ -58,6 +59,7 @@ def create_app(test_config=None):
     from celery_worker import celery_init_app
 
     celery_init_app(app)
+    outbox.init_app(app)
     app.after_request(add_security_headers)
     register_commands(app)
     register_seed_command(app)

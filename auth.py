@@ -12,10 +12,11 @@ from flask_smorest import abort
 
 from errors import error_response
 from extensions import Blueprint, jwt, limiter, per_user_limit
-from models import RevokedToken, User
+from models import RevokedToken, User, db
 from schemas import (
     LoginSchema,
     MessageSchema,
+    MeUpdateSchema,
     RegisterSchema,
     TokenSchema,
     UserSchema,
@@ -100,6 +101,15 @@ class Me(MethodView):
     @blp.response(200, UserSchema)
     def get(self):
         """Show the account the token belongs to"""
+        return current_user
+
+    @blp.auth_required()
+    @blp.arguments(MeUpdateSchema)
+    @blp.response(200, UserSchema)
+    def patch(self, data):
+        """Turn your decision mails and due-soon nudges on or off"""
+        current_user.notify = data["notify"]
+        db.session.commit()
         return current_user
 
 

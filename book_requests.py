@@ -1,4 +1,4 @@
-"""Book requests: patrons create, list and cancel them; librarians approve, reject and return."""
+"""Book requests: patrons create, list, cancel and renew; librarians approve, reject, return."""
 
 from flask.views import MethodView
 from flask_jwt_extended import current_user
@@ -130,3 +130,12 @@ def reject_request(data, request_id):
 def return_request(request_id):
     """Mark an approved request's book as returned"""
     return get_book_request(request_id).apply("return", current_user)
+
+
+@blp.route(f"{REQUEST_URL}/renew", methods=["POST"])
+@blp.auth_required()
+@blp.response(200, BookRequestSchema)
+@blp.error_responses(404, 409)
+def renew_request(request_id):
+    """Renew an approved loan: due LOAN_DAYS later, at most MAX_RENEWALS times"""
+    return get_book_request(request_id).renew()

@@ -85,6 +85,14 @@ def celery_config(redis_url):
                 "task": "tasks.send_monthly_reports",
                 "schedule": crontab(minute=0, hour=6, day_of_month=1),
             },
+            "sweep-outbox": {
+                "task": "tasks.sweep_outbox",
+                "schedule": timedelta(seconds=env_int("SWEEP_INTERVAL_SECONDS", SWEEP_INTERVAL)),
+            },
+            "send-due-soon-nudges": {
+                "task": "tasks.send_due_soon_nudges",
+                "schedule": crontab(minute=0, hour=7),
+            },
             "send-overdue-reminders": {
                 "task": "tasks.send_overdue_reminders",
                 "schedule": crontab(minute=0, hour=8),
@@ -137,6 +145,17 @@ def default_config(instance_path):
         "LOGOUT_RATE_LIMIT": os.environ.get("LOGOUT_RATE_LIMIT") or "30 per minute",
         "LOAN_DAYS": env_int("LOAN_DAYS", 14),
         "MAX_PENDING_REQUESTS": env_int("MAX_PENDING_REQUESTS", 20),
+        "MAX_RENEWALS": env_int("MAX_RENEWALS", 2),
+        "RENEW_GRACE_DAYS": env_int("RENEW_GRACE_DAYS", 0),
+        "DUE_SOON_DAYS": env_int("DUE_SOON_DAYS", 2),
+        # where patrons reach the API: the links in mail are absolute, built from this
+        "PUBLIC_BASE_URL": (os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip(
+            "/"
+        ),
+        # a queued mail not sent after this long (broker was down) is sent by the sweep
+        "OUTBOX_RETRY_SECONDS": env_int("OUTBOX_RETRY_SECONDS", 60),
+        # a mail claimed this long ago and not recorded sent (worker died) is sent again
+        "OUTBOX_STALE_SECONDS": env_int("OUTBOX_STALE_SECONDS", 300),
         "REPORT_CHUNK_BYTES": env_int("REPORT_CHUNK_BYTES", 256 * 1024),
         "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 30),
         "REPORT_REQUEUE_SECONDS": env_int("REPORT_REQUEUE_SECONDS", 60),

@@ -161,7 +161,23 @@ class UserSchema(Schema):
     username = fields.Str(dump_only=True)
     email = fields.Str(dump_only=True)
     role = fields.Str(dump_only=True)
+    notify = fields.Bool(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
+
+
+class StrictBool(fields.Boolean):
+    """JSON true or false only: "yes", 1 or "false" would be a guess at what was meant."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("Must be true or false.")
+        return value
+
+
+class MeUpdateSchema(Schema):
+    notify = StrictBool(
+        required=True, metadata={"description": "decision mails and due-soon nudges on or off"}
+    )
 
 
 class RoleSchema(Schema):
@@ -189,6 +205,7 @@ class BookRequestSchema(Schema):
     reason = fields.Str(allow_none=True)
     due_date = fields.DateTime(allow_none=True)
     returned_at = fields.DateTime(allow_none=True)
+    renewals = fields.Int()
 
 
 class BookRequestQuerySchema(PageArgsSchema):

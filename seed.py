@@ -1,7 +1,8 @@
 """Demo data for trying the service by hand: `flask --app app seed-demo`.
 
 `seed_demo()` fills the database with a small, lived-in library: a librarian, three patrons,
-book requests in every status (one loan overdue) and one finished report for alice. It is
+book requests in every status (one loan overdue, one renewed) and one finished report for
+alice. No mail is queued for this made-up history. It is
 idempotent: what already exists is found by its name and left alone, so running it again
 adds nothing. An account of the same name that it did not create (its demo password does not
 work there) is never changed: it is named in the output and gets no demo data. Everything goes
@@ -35,11 +36,14 @@ SEED_TASK_ID = "seed-demo"
 
 # an approved loan past its due date: a status of its own only in the demo data
 OVERDUE = "overdue"
+# an approved loan renewed once
+RENEWED = "renewed"
 # the actions that walk a new request to each outcome
 PATHS = {
     Status.PENDING: (),
     Status.APPROVED: ("approve",),
     OVERDUE: ("approve",),
+    RENEWED: ("approve", "renew"),
     Status.REJECTED: ("reject",),
     Status.CANCELLED: ("cancel",),
     Status.RETURNED: ("approve", "return"),
@@ -63,7 +67,7 @@ DEMO_REQUESTS = (
     ("bob", "Neuromancer", "William Gibson", None, Status.CANCELLED, 12),
     ("bob", "The Pragmatic Programmer", "David Thomas, Andrew Hunt", None, Status.PENDING, 2),
     ("carol", "A Brief History of Time", "Stephen Hawking", None, Status.RETURNED, 50),
-    ("carol", "Beloved", "Toni Morrison", "For the book club on the 20th.", Status.APPROVED, 6),
+    ("carol", "Beloved", "Toni Morrison", "For the book club on the 20th.", RENEWED, 6),
     ("carol", "Pride and Prejudice", "Jane Austen", None, Status.PENDING, 0),
 )
 REJECT_REASON = "Our only copy is being rebound; please ask again next month."
@@ -134,8 +138,12 @@ def ensure_request(patron, librarian, book, author, note, result, days_ago):
         return
     book_request = BookRequest.create(patron, book, author=author, note=note)
     for action in PATHS[result]:
+        if action == "renew":
+            book_request.renew()
+            continue
         actor = patron if action == "cancel" else librarian
-        book_request.apply(action, actor, reason=REJECT_REASON if action == "reject" else None)
+        reason = REJECT_REASON if action == "reject" else None
+        book_request.apply(action, actor, reason=reason, mail=False)
     backdate(book_request, days_ago)
 
 
@@ -147,7 +155,7 @@ def backdate(book_request, days_ago):
     if book_request.decided_at is not None:
         book_request.decided_at = requested + timedelta(hours=20)
     if book_request.due_date is not None:
-        book_request.due_date = book_request.decided_at + loan
+        book_request.due_date = book_request.decided_at + loan * (1 + book_request.renewals)
     if book_request.returned_at is not None:
         book_request.returned_at = book_request.decided_at + timedelta(days=9)
     db.session.commit()

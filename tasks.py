@@ -12,8 +12,9 @@ from celery.utils import uuid
 from flask import render_template
 from sqlalchemy import or_, select
 
+import outbox
 import report_builder
-from mail import send_mail
+from mail import TRANSIENT_MAIL_ERRORS, send_mail
 from models import BookRequest, Report, RequestStatus, RevokedToken, User, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,29 @@ def send_overdue_reminders() -> int:
         db.session.commit()
     log.info("overdue reminders sent to %d patron(s)", len(user_ids))
     return len(user_ids)
+
+
+@shared_task(bind=True, max_retries=5)
+def send_outbox_mail(self, mail_id: int) -> None:
+    """Send one mail from the outbox; a duplicate delivery finds it claimed and does nothing."""
+    try:
+        outbox.deliver(mail_id)
+    except TRANSIENT_MAIL_ERRORS as exc:
+        # past the last retry the mail stays pending, for the sweep to send later
+        log.warning("mail %s not sent, retrying: %s", mail_id, exc)
+        raise self.retry(exc=exc, countdown=retry_delay(self)) from exc
+
+
+@shared_task
+def sweep_outbox() -> int:
+    """Send the mails the broker or a dead worker left behind."""
+    return outbox.sweep()
+
+
+@shared_task
+def send_due_soon_nudges() -> int:
+    """Queue a mail for each loan due within DUE_SOON_DAYS, once per loan and due date."""
+    return outbox.queue_due_soon_nudges()
 
 
 @shared_task

@@ -4,7 +4,8 @@
   counts the live keys, so it never has to broadcast to the workers.
 - Recovery on connect: each time a worker connects to the broker (at start, and again
   after the broker came back) it sends a sweep that publishes every report left queued
-  (the broker may have lost its message) and every one stuck running.
+  (the broker may have lost its message) and every one stuck running, and a sweep of the
+  mail outbox (mails whose publish failed, or whose sender died).
 - A timer: every task in MAINTENANCE_TASKS is sent on its interval, by one worker at a time.
 """
 
@@ -25,6 +26,7 @@ LOCK_PREFIX = "library:upkeep:"
 # a job added here runs on every deployment, with or without beat
 MAINTENANCE_TASKS = [
     ("tasks.requeue_stale_reports", "SWEEP_INTERVAL_SECONDS"),
+    ("tasks.sweep_outbox", "SWEEP_INTERVAL_SECONDS"),
 ]
 
 
@@ -119,7 +121,7 @@ class Upkeep(bootsteps.StartStopStep):
 
 
 class RecoverOnConnect(bootsteps.StartStopStep):
-    """A consumer step: at every broker connection, send a sweep of all stranded reports.
+    """A consumer step: at every broker connection, sweep stranded reports and mails.
 
     The consumer restarts its steps when the broker comes back, so this also runs after
     a broker restart that lost the queued messages, with no worker restart.
@@ -130,5 +132,6 @@ class RecoverOnConnect(bootsteps.StartStopStep):
     def start(self, consumer):
         try:
             consumer.app.send_task("tasks.requeue_stale_reports", kwargs={"any_age": True})
+            consumer.app.send_task("tasks.sweep_outbox")
         except Exception as exc:
             log.warning("recovery sweep not sent, the broker is unreachable: %s", exc)

@@ -79,6 +79,8 @@ def service_env(database_url, redis_server, smtp_server, tmp_path_factory):
         "LOGOUT_RATE_LIMIT": "10000 per minute",
         "REPORT_STALE_SECONDS": "4",
         "REPORT_REQUEUE_SECONDS": "1",
+        "OUTBOX_RETRY_SECONDS": "1",
+        "PUBLIC_BASE_URL": "http://library.test:8080",
         "APP_ENV": "testing",
     }
     saved = {key: os.environ.get(key) for key in env}
