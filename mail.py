@@ -14,6 +14,11 @@ log = logging.getLogger(__name__)
 TRANSIENT_MAIL_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError)
 
 
+def absolute_url(path):
+    """`path` on the service's public address, so that a link in a mail can be clicked."""
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + path
+
+
 def build_message(to, subject, text, html=None, attachments=()):
     """Return an EmailMessage with a text part, an optional HTML part and attachments."""
     message = EmailMessage()
@@ -26,7 +31,11 @@ def build_message(to, subject, text, html=None, attachments=()):
         message.add_alternative(html, subtype="html")
     for filename, data, mimetype in attachments:
         maintype, subtype = mimetype.split("/", 1)
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+        # text attachments are UTF-8: without the charset a mail client guesses, often wrong
+        params = {"charset": "utf-8"} if maintype == "text" else {}
+        message.add_attachment(
+            data, maintype=maintype, subtype=subtype, filename=filename, params=params
+        )
     return message
 
 

@@ -416,6 +416,13 @@ class ReportStatus(StrEnum):
     FAILED = "failed"
 
 
+class ReportScope(StrEnum):
+    """Whose requests a report covers: its owner's, or the whole library's (librarians)."""
+
+    PATRON = "patron"
+    LIBRARY = "library"
+
+
 REPORT_ACTIVE_STATUSES = (ReportStatus.QUEUED, ReportStatus.RUNNING)
 # the same condition as SQL text, for the partial index
 REPORT_ACTIVE_SQL = f"status IN ('{ReportStatus.QUEUED}', '{ReportStatus.RUNNING}')"
@@ -453,6 +460,9 @@ class Report(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(10), default=ReportStatus.QUEUED, index=True)
     month: Mapped[str | None] = mapped_column(String(7))
+    scope: Mapped[str] = mapped_column(
+        String(10), default=ReportScope.PATRON, server_default=ReportScope.PATRON.value
+    )
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     row_count: Mapped[int | None] = mapped_column(Integer)
     task_id: Mapped[str | None] = mapped_column(String(50))
@@ -468,12 +478,12 @@ class Report(db.Model):
     sizes: Mapped[dict] = mapped_column(JSON, default=dict)
 
     @staticmethod
-    def start(user, month=None):
+    def start(user, month=None, scope=ReportScope.PATRON):
         """Record a queued report, or raise a conflict naming the user's active one."""
         # the active report may finish between the refused insert and the look-up: then
         # nothing is being prepared any more, and the insert is tried again
         for _ in range(START_ATTEMPTS):
-            report = Report(user_id=user.id, month=month, enqueued_at=utcnow())
+            report = Report(user_id=user.id, month=month, scope=scope, enqueued_at=utcnow())
             db.session.add(report)
             try:
                 db.session.commit()

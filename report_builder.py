@@ -1,168 +1,43 @@
-"""Building, rendering and storing reports, and the one table of report formats.
+"""Building, storing and mailing reports.
 
 A build streams the report's rows a page at a time, hands each page to the renderer of
-every format in FORMATS, and stores what they write as compressed chunks. The Celery
-tasks in tasks.py call `build_once` and `mail_once`; seed.py calls `build_report`.
+every format in report_formats.FORMATS, and stores what they write as compressed chunks.
+The Celery tasks in tasks.py call `build_once` and `mail_once`; seed.py calls `build_report`.
 """
 
-import csv
-import io
 import logging
 import zlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from html import escape
 
 from flask import current_app, render_template
-from markupsafe import Markup
-from sqlalchemy import String, and_, func, select, type_coerce
+from sqlalchemy import String, and_, select, type_coerce
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from mail import TRANSIENT_MAIL_ERRORS, send_mail
+import library_report
+from mail import TRANSIENT_MAIL_ERRORS, absolute_url, send_mail
 from models import (
     UTC,
     BookRequest,
     LostReport,
     Report,
-    RequestStatus,
+    ReportScope,
     User,
     UTCDateTime,
     db,
     utcnow,
 )
+from report_formats import CSV_COLUMNS, FORMATS, Summary
 
 log = logging.getLogger(__name__)
 
 # rows read per query: large enough to be fast, small enough to keep memory flat
 ROWS_PER_PAGE = 2000
-CSV_COLUMNS = (
-    "id",
-    "book_name",
-    "author",
-    "status",
-    "request_date",
-    "decided_at",
-    "due_date",
-    "returned_at",
-    "reason",
-    "note",
-)
-# spreadsheet programs run cells that start with these as formulas ("" never matches)
-FORMULA_FIRST_CHARACTERS = frozenset("=+-@\t\r")
 # what the patron reads on a failed report; the exception itself goes to the worker's log
 BUILD_FAILED = "The report could not be built. Export it again, or ask a librarian."
 
 
 class Retry(Exception):
     """A transient failure (database or mail server away): the task should run again."""
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What a renderer knows besides the rows: the report, its owner and its totals."""
-
-    report: Report
-    user: User
-    counts: dict
-    total: int
-
-
-def iso(value):
-    """Render a stored UTC timestamp as ISO 8601 ("2026-11-21T10:40:18.426444Z")."""
-    return str(value).replace(" ", "T", 1) + "Z" if value else ""
-
-
-# one table row of monthly_report.html; built here because a template call per row would
-# cost more than everything else the build does
-ROW_HTML = (
-    '<tr><td>{}</td><td>{}</td><td>{}</td><td class="status">{}</td><td>{}</td>'
-    "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n"
-).format
-ROWS_MARKER = "<!--rows-->"
-
-
-class HtmlRenderer:
-    """templates/monthly_report.html, with the rows written in where the marker is."""
-
-    def __init__(self, summary):
-        page = render_template(
-            "monthly_report.html",
-            user=summary.user,
-            report=summary.report,
-            period=summary.report.month or "all time",
-            generated_at=utcnow(),
-            totals=[(status, summary.counts.get(status, 0)) for status in RequestStatus],
-            total=summary.total,
-            rows=Markup(ROWS_MARKER),
-        )
-        self.head, _, self.tail = page.partition(ROWS_MARKER)
-
-    def rows(self, page):
-        html = []
-        # the hot loop of a build, written out inline since it runs once per row
-        for row_id, book, author, status, requested, decided, due, returned, reason, _ in page:
-            html.append(
-                ROW_HTML(
-                    row_id,
-                    escape(book),
-                    escape(author or ""),
-                    status,
-                    str(requested)[:10],
-                    str(decided)[:10] if decided else "",
-                    str(due)[:10] if due else "",
-                    str(returned)[:10] if returned else "",
-                    escape(reason or ""),
-                )
-            )
-        return "".join(html)
-
-
-class CsvRenderer:
-    """One line per request, safe to open in a spreadsheet (no cell runs as a formula)."""
-
-    def __init__(self, summary):
-        self.head = ",".join(CSV_COLUMNS) + "\r\n"
-        self.tail = ""
-
-    def rows(self, page):
-        lines = io.StringIO()
-        write_csv = csv.writer(lines).writerow
-        formula = FORMULA_FIRST_CHARACTERS
-        for row_id, book, author, status, requested, decided, due, returned, reason, note in page:
-            author, reason, note = author or "", reason or "", note or ""
-            write_csv(
-                (
-                    row_id,
-                    "'" + book if book[:1] in formula else book,
-                    "'" + author if author[:1] in formula else author,
-                    status,
-                    iso(requested),
-                    iso(decided),
-                    iso(due),
-                    iso(returned),
-                    "'" + reason if reason[:1] in formula else reason,
-                    "'" + note if note[:1] in formula else note,
-                )
-            )
-        return lines.getvalue()
-
-
-@dataclass(frozen=True)
-class Format:
-    """A file a report is stored as: its content type, its renderer, its place in the mail."""
-
-    content_type: str
-    # built with the Summary; has .head and .tail (str) and .rows(page) -> str
-    renderer: type
-    # "body": the mail's HTML part; "attachment": attached when small enough; None: a link
-    mail: str | None = None
-
-
-# every format a report is built, stored, downloaded and mailed as
-FORMATS = {
-    "html": Format("text/html; charset=utf-8", HtmlRenderer, mail="body"),
-    "csv": Format("text/csv; charset=utf-8", CsvRenderer, mail="attachment"),
-}
 
 
 class ChunkWriter:
@@ -217,7 +92,10 @@ def previous_month(now):
 
 
 def report_filter(report):
-    conditions = [BookRequest.user_id == report.user_id]
+    """The SQL condition that picks the report's requests: its owner's (or all), in its month."""
+    conditions = []
+    if report.scope != ReportScope.LIBRARY:
+        conditions.append(BookRequest.user_id == report.user_id)
     if report.month:
         start, following = month_bounds(report.month)
         conditions += [BookRequest.request_date >= start, BookRequest.request_date < following]
@@ -234,6 +112,9 @@ def report_pages(report):
         type_coerce(column, String) if isinstance(column.type, UTCDateTime) else column
         for column in (getattr(BookRequest, name) for name in CSV_COLUMNS)
     ]
+    query = select(*columns)
+    if report.scope == ReportScope.LIBRARY:
+        query = query.add_columns(User.username).join(User, User.id == BookRequest.user_id)
     last_id = 0
     while True:
         # keyset pages: each query is short, so no cursor or transaction stays open
@@ -241,8 +122,7 @@ def report_pages(report):
         page = (
             db.session.connection()
             .execute(
-                select(*columns)
-                .where(report_filter(report), BookRequest.id > last_id)
+                query.where(report_filter(report), BookRequest.id > last_id)
                 .order_by(BookRequest.id)
                 .limit(ROWS_PER_PAGE)
             )
@@ -263,16 +143,22 @@ def build_report(report):
 
     Raises LostReport as soon as another build has taken the report over.
     """
-    counts = dict(
-        db.session.execute(
-            select(BookRequest.status, func.count())
-            .where(report_filter(report))
-            .group_by(BookRequest.status)
-        ).all()
-    )
+    condition = report_filter(report)
+    counts = library_report.status_counts(condition)
     total = sum(counts.values())
-    summary = Summary(report, db.session.get(User, report.user_id), counts, total)
-    outputs = [(FORMATS[name].renderer(summary), ChunkWriter(report.id, name)) for name in FORMATS]
+    summary = Summary(
+        report=report,
+        user=db.session.get(User, report.user_id),
+        condition=condition,
+        counts=counts,
+        total=total,
+        monthly=library_report.monthly_counts(condition),
+        generated_at=utcnow(),
+    )
+    outputs = [
+        (format.renderers[report.scope](summary), ChunkWriter(report.id, name))
+        for name, format in FORMATS.items()
+    ]
     for renderer, chunks in outputs:
         chunks.write(renderer.head)
     done = 0
@@ -282,7 +168,12 @@ def build_report(report):
         done += len(page)
         report.record_progress(done / total if total else 1.0, ready_chunks(outputs))
     for renderer, chunks in outputs:
-        chunks.write(renderer.tail)
+        tail = renderer.tail
+        for piece in [tail] if isinstance(tail, str) else tail:
+            chunks.write(piece)
+            # a long tail (the library's pending queue) is stored as it fills, fenced
+            if chunks.ready:
+                report.record_progress(1.0, chunks.take())
         chunks.flush()
     sizes = {chunks.format: chunks.size for _, chunks in outputs}
     report.finish(total, sizes, ready_chunks(outputs))
@@ -354,11 +245,16 @@ def report_mail(report):
         report=report,
         period=period,
         formats=FORMATS,
+        report_url=absolute_url(f"/reports/{report.id}"),
         attached={filename.rsplit(".", 1)[1] for filename, _, _ in attachments},
     )
     return {
         "to": user.email,
-        "subject": f"Your library report ({period})",
+        "subject": (
+            f"Library-wide report ({period})"
+            if report.scope == ReportScope.LIBRARY
+            else f"Your library report ({period})"
+        ),
         "text": text,
         "html": html,
         "attachments": attachments,
@@ -366,31 +262,49 @@ def report_mail(report):
 
 
 def start_monthly_reports(month):
-    """Record `month`'s report for every patron who requested a book in it; return them."""
+    """Record `month`'s reports: every active patron's own, and the library's for each librarian.
+
+    Returns the reports recorded; a report already made for the month is not made again.
+    """
     start, following = month_bounds(month)
-    user_ids = db.session.scalars(
+    patron_ids = db.session.scalars(
         select(BookRequest.user_id)
         .where(BookRequest.request_date >= start, BookRequest.request_date < following)
         .distinct()
         .order_by(BookRequest.user_id)
     ).all()
+    librarian_ids = db.session.scalars(
+        select(User.id).where(User.role == "admin").order_by(User.id)
+    ).all()
+    wanted = [(user_id, ReportScope.LIBRARY) for user_id in librarian_ids]
+    wanted += [(user_id, ReportScope.PATRON) for user_id in patron_ids]
     started = []
-    for user_id in user_ids:
-        already = db.session.scalar(
-            select(Report.id).where(
-                Report.user_id == user_id, Report.month == month, Report.created_at >= following
-            )
-        )
-        if already:
-            continue
-        report = Report(user_id=user_id, month=month, enqueued_at=utcnow())
-        db.session.add(report)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            # the patron has an export running; the sweeper-free path is to skip this month's
-            db.session.rollback()
-            log.info("user %s has a report in progress; monthly report skipped", user_id)
-            continue
-        started.append(report)
+    for user_id, scope in wanted:
+        report = start_monthly_report(user_id, month, scope, following)
+        if report is not None:
+            started.append(report)
     return started
+
+
+def start_monthly_report(user_id, month, scope, following):
+    """Record one monthly report unless it exists; None when it does or one is in progress."""
+    already = db.session.scalar(
+        select(Report.id).where(
+            Report.user_id == user_id,
+            Report.month == month,
+            Report.scope == scope,
+            Report.created_at >= following,
+        )
+    )
+    if already:
+        return None
+    report = Report(user_id=user_id, month=month, scope=scope, enqueued_at=utcnow())
+    db.session.add(report)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # the user has an export running; one active report per user, so this month's waits
+        db.session.rollback()
+        log.info("user %s has a report in progress; monthly %s report skipped", user_id, scope)
+        return None
+    return report

@@ -7,9 +7,9 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from extensions import Blueprint, per_user_limit
-from models import Report, db
+from models import Report, ReportScope, db
 from pagination import Listing, paginate
-from report_builder import FORMATS
+from report_formats import FORMATS
 from schemas import (
     DownloadArgsSchema,
     ExportArgsSchema,
@@ -43,11 +43,11 @@ def get_report(report_id):
     return report
 
 
-def export_report(month):
+def export_report(month, scope=ReportScope.PATRON):
     # a queued report whose message was lost would block every export: publish it again
     # (the user still gets the 409 naming it below)
     requeue_stranded_report(current_user.id)
-    report = Report.start(current_user, month)
+    report = Report.start(current_user, month, scope)
     # the row is committed first: if the broker is down, the sweeper enqueues it later
     enqueue_report(report)
     return report, 202, {"Location": f"/reports/{report.id}"}
@@ -77,6 +77,23 @@ class ExportReport(MethodView):
     def post(self, query_args, body_args):
         """Export a report of your requests (month in the body or the query)"""
         return export_report(body_args["month"] or query_args["month"])
+
+
+@blp.route("/reports/library")
+class LibraryReportExport(MethodView):
+    # as for /export-report: the token first, so the limit is counted per user
+    decorators = [per_user_limit("EXPORT_RATE_LIMIT"), jwt_required()]
+
+    @blp.auth_required(admin=True)
+    @blp.arguments(ExportArgsSchema, location="query")
+    @blp.arguments(ExportArgsSchema, required=False)
+    @blp.response(202, ReportSchema)
+    @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
+    @blp.error_responses(429, 503)
+    def post(self, query_args, body_args):
+        """Export the library-wide report (librarians; month in the body or the query)"""
+        month = body_args["month"] or query_args["month"]
+        return export_report(month, ReportScope.LIBRARY)
 
 
 @blp.route("/reports")

@@ -6,7 +6,7 @@ from flask_smorest.error_handler import ErrorSchema as SmorestErrorSchema
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from models import RequestStatus
-from report_builder import FORMATS
+from report_formats import FORMATS
 
 # tab, newline and carriage return are the only control characters text may carry
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -244,6 +244,7 @@ class ReportSchema(Schema):
     user_id = fields.Int()
     status = fields.Str()
     month = fields.Str(allow_none=True)
+    scope = fields.Str(metadata={"description": "patron: the owner's requests; library: all"})
     progress = fields.Float()
     row_count = fields.Int(allow_none=True)
     attempts = fields.Int()

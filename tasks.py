@@ -83,7 +83,7 @@ def requeue_stale_reports(any_age: bool = False) -> int:
 
 @shared_task
 def send_monthly_reports(month: str | None = None) -> int:
-    """Start last month's report for every patron who requested a book in it."""
+    """Start last month's reports: each active patron's, and the library's for each librarian."""
     month = month or report_builder.previous_month(utcnow())
     started = report_builder.start_monthly_reports(month)
     for report in started:

@@ -140,7 +140,7 @@ def test_alices_report_is_done_and_downloadable(client, seed):
     assert csv.status_code == 200
     assert csv.mimetype == "text/csv"
     lines = csv.get_data(as_text=True).splitlines()
-    assert lines[0].startswith("id,book_name")
+    assert lines[0].startswith("\ufeffid,book_name")
     assert len(lines) == 5
 
 

@@ -1,0 +1,28 @@
+"""report scope: a patron's own requests or the whole library's
+
+Revision ID: c7d1e5a9b3f2
+Revises: b5d2e8a41c07
+Create Date: 2026-11-22 04:20:00
+
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = "c7d1e5a9b3f2"
+down_revision = "b5d2e8a41c07"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("report", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("scope", sa.String(length=10), server_default="patron", nullable=False)
+        )
+
+
+def downgrade():
+    with op.batch_alter_table("report", schema=None) as batch_op:
+        batch_op.drop_column("scope")
