@@ -1,8 +1,9 @@
 """Demo data for trying the service by hand: `flask --app app seed-demo`.
 
 `seed_demo()` fills the database with a small, lived-in library: a librarian, three patrons,
-book requests in every status (one loan overdue, one renewed) and one finished report for
-alice. No mail is queued for this made-up history. It is
+book requests in every status (one loan overdue, one renewed), a finished report for alice
+and a finished library-wide report for the librarian. No mail is queued for this made-up
+history. It is
 idempotent: what already exists is found by its name and left alone, so running it again
 adds nothing. An account of the same name that it did not create (its demo password does not
 work there) is never changed: it is named in the output and gets no demo data. Everything goes
@@ -20,6 +21,7 @@ from models import (
     BookRequest,
     DomainError,
     Report,
+    ReportScope,
     ReportStatus,
     User,
     db,
@@ -109,6 +111,7 @@ def seed_demo(outcome=None):
         ensure_request(patrons[patron], librarian, book, author, note, result, days_ago)
     if patrons["alice"] is not None:
         ensure_report(patrons["alice"])
+    ensure_report(librarian, ReportScope.LIBRARY)
     logins = [LIBRARIAN] + [(name, PATRON_PASSWORD, "user") for name in PATRONS]
     return [login for login in logins if login[0] not in outcome.foreign]
 
@@ -161,17 +164,22 @@ def backdate(book_request, days_ago):
     db.session.commit()
 
 
-def ensure_report(patron):
-    """Build one report of all the patron's requests here and now, without Celery."""
+def ensure_report(user, scope=ReportScope.PATRON):
+    """Build one all-time report of `scope` for `user` here and now, without Celery."""
     done = db.session.scalar(
-        select(Report.id).where(Report.user_id == patron.id, Report.status == ReportStatus.DONE)
+        select(Report.id).where(
+            Report.user_id == user.id, Report.scope == scope, Report.status == ReportStatus.DONE
+        )
     )
     if done is not None:
         return
     active = db.session.scalar(
-        select(Report).where(Report.user_id == patron.id, Report.status.in_(REPORT_ACTIVE_STATUSES))
+        select(Report).where(Report.user_id == user.id, Report.status.in_(REPORT_ACTIVE_STATUSES))
     )
-    report = active or Report.start(patron)
+    if active is not None and active.scope != scope:
+        # one report at a time per user: that one first, this one on the next run
+        return
+    report = active or Report.start(user, scope=scope)
     if not report.claim(SEED_TASK_ID):
         # a worker is building it right now; it will be done in a moment
         return

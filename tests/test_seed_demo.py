@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import BookRequest, Report, ReportStatus, RequestStatus, User, db, utcnow
+from seed import DEMO_REQUESTS
 
 LOGINS = [
     ("librarian", "librarian-demo", "admin"),
@@ -142,6 +143,20 @@ def test_alices_report_is_done_and_downloadable(client, seed):
     lines = csv.get_data(as_text=True).splitlines()
     assert lines[0].startswith("\ufeffid,book_name")
     assert len(lines) == 5
+
+
+def test_the_librarian_has_a_library_report_with_the_whole_demo(client, seed):
+    seed()
+    seed()  # a second run builds nothing more
+    headers = login(client, "librarian", "librarian-demo")
+    reports = client.get("/reports", headers=headers).json["items"]
+    library = [report for report in reports if report["scope"] == "library"]
+    assert len(library) == 1 and library[0]["status"] == ReportStatus.DONE
+    assert library[0]["row_count"] == len(DEMO_REQUESTS)
+    page = client.get(library[0]["download_urls"]["html"], headers=headers).get_data(as_text=True)
+    # bob's Dune is the demo's overdue loan; carol's Pride and Prejudice waits in the queue
+    assert "Dune" in page.split("Overdue loans", 1)[1]
+    assert "Pride and Prejudice" in page.split("Pending queue", 1)[1]
 
 
 def test_other_patrons_have_no_report(client, seed):
