@@ -10,7 +10,7 @@ import zlib
 from datetime import datetime, timedelta
 
 from flask import current_app, render_template
-from sqlalchemy import String, and_, select, type_coerce
+from sqlalchemy import String, and_, select, true, type_coerce
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 import library_report
@@ -99,7 +99,7 @@ def report_filter(report):
     if report.month:
         start, following = month_bounds(report.month)
         conditions += [BookRequest.request_date >= start, BookRequest.request_date < following]
-    return and_(*conditions)
+    return and_(true(), *conditions)
 
 
 def report_pages(report):
