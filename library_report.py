@@ -11,9 +11,9 @@ from html import escape
 
 from flask import render_template
 from markupsafe import Markup
-from sqlalchemy import String, and_, func, or_, select, type_coerce
+from sqlalchemy import and_, func, or_, select
 
-from models import UTC, BookRequest, RequestStatus, User, UTCDateTime, db
+from models import UTC, BookRequest, RequestStatus, User, db
 
 ROWS_PER_PAGE = 2000
 TOP_LIMIT = 20
@@ -138,11 +138,6 @@ def overdue_condition(now):
     return and_(BookRequest.status == RequestStatus.APPROVED, BookRequest.due_date < now)
 
 
-def as_text(column):
-    """Select a timestamp as stored, skipping per-value conversion (the hot path of a build)."""
-    return type_coerce(column, String) if isinstance(column.type, UTCDateTime) else column
-
-
 def pending_pages():
     """Yield the pending queue oldest first, a page at a time: (id, book, author, patron, date)."""
     columns = (
@@ -150,21 +145,36 @@ def pending_pages():
         BookRequest.book_name,
         BookRequest.author,
         User.username,
-        as_text(BookRequest.request_date),
+        BookRequest.request_date,
     )
-    last_id = 0
+    return keyset_pages(columns, pending_condition(), BookRequest.request_date)
+
+
+def keyset_pages(columns, condition, order_column):
+    """Yield pages of `columns` (id first) ordered by `order_column` then id, for `condition`.
+
+    `order_column` must be the last selected column; an index on (status, it, id) serves it.
+    """
+    after = None
     while True:
+        page_condition = condition
+        if after is not None:
+            value, row_id = after
+            page_condition = and_(
+                condition,
+                or_(order_column > value, and_(order_column == value, BookRequest.id > row_id)),
+            )
         page = db.session.execute(
             select(*columns)
             .join(User, User.id == BookRequest.user_id)
-            .where(pending_condition(), BookRequest.id > last_id)
-            .order_by(BookRequest.id)
+            .where(page_condition)
+            .order_by(order_column, BookRequest.id)
             .limit(ROWS_PER_PAGE)
         ).all()
         if not page:
             return
         yield page
-        last_id = page[-1][0]
+        after = (page[-1][-1], page[-1][0])
 
 
 def overdue_pages(now):
@@ -176,29 +186,7 @@ def overdue_pages(now):
         User.username,
         BookRequest.due_date,
     )
-    after = None
-    while True:
-        condition = overdue_condition(now)
-        if after is not None:
-            due, row_id = after
-            condition = and_(
-                condition,
-                or_(
-                    BookRequest.due_date > due,
-                    and_(BookRequest.due_date == due, BookRequest.id > row_id),
-                ),
-            )
-        page = db.session.execute(
-            select(*columns)
-            .join(User, User.id == BookRequest.user_id)
-            .where(condition)
-            .order_by(BookRequest.due_date, BookRequest.id)
-            .limit(ROWS_PER_PAGE)
-        ).all()
-        if not page:
-            return
-        yield page
-        after = (page[-1][4], page[-1][0])
+    return keyset_pages(columns, overdue_condition(now), BookRequest.due_date)
 
 
 def parse_stored(value):
@@ -208,7 +196,9 @@ def parse_stored(value):
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-PENDING_ROW = "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n"
+PENDING_ROW = (
+    '<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>\n'
+)
 OVERDUE_ROW = (
     '<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="late">'
     '<span class="badge s-overdue">{} day{} overdue</span></td></tr>\n'
@@ -223,8 +213,8 @@ def pending_rows(now):
                 escape(book),
                 escape(author or ""),
                 escape(patron),
-                str(requested)[:10],
-                (now - parse_stored(requested)).days,
+                requested.strftime("%Y-%m-%d"),
+                (now - requested).days,
             )
             for row_id, book, author, patron, requested in page
         )

@@ -265,6 +265,8 @@ class BookRequest(db.Model):
         Index("ix_book_request_user_id_status_id", "user_id", "status", "id"),
         Index("ix_book_request_status_id", "status", "id"),
         Index("ix_book_request_status_due_date", "status", "due_date"),
+        # the library report's pending queue, oldest first
+        Index("ix_book_request_status_request_date_id", "status", "request_date", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -45,16 +45,19 @@ def pattern_defs(prefix):
     return f"<defs>{''.join(patterns)}</defs>"
 
 
-def legend(prefix, statuses, y):
-    """Return a legend row of swatches and labels for `statuses`, starting at height `y`."""
+def legend(prefix, statuses, y, counts=None):
+    """Return a legend row of swatches and labels for `statuses` at height `y`, with counts."""
     items = []
     x = 0
     for status in statuses:
+        label = status.capitalize()
+        if counts is not None:
+            label += f" {counts.get(status, 0)}"
         items.append(
             f'<rect x="{x}" y="{y}" width="12" height="12" fill="{status_fill(status, prefix)}"/>'
-            f'<text x="{x + 16}" y="{y + 10}" font-size="11">{status.capitalize()}</text>'
+            f'<text x="{x + 16}" y="{y + 10}" font-size="11">{label}</text>'
         )
-        x += 24 + 7 * len(status)
+        x += 28 + 7 * len(label)
     return "".join(items)
 
 
@@ -117,7 +120,7 @@ def monthly_chart(monthly, prefix="months"):
 
 
 def status_bar(totals, prefix="share"):
-    """Return an SVG bar split by each status's share of all requests, labelled with counts."""
+    """Return an SVG bar split by each status's share of all requests; the legend has counts."""
     total = sum(totals.values())
     width, height = BAR_AREA_WIDTH + 40, 28
     parts = []
@@ -132,13 +135,6 @@ def status_bar(totals, prefix="share"):
             f'fill="{status_fill(status, prefix)}" data-status="{status}" data-count="{count}">'
             f"<title>{status.capitalize()}: {count} of {total}</title></rect>"
         )
-        # a label only where it fits; the legend and <title> say the rest
-        if segment > 36:
-            parts.append(
-                f'<text x="{x + segment / 2:.1f}" y="18" font-size="11" text-anchor="middle" '
-                f'fill="#fff" stroke="#1f2933" stroke-width="2.5" paint-order="stroke">'
-                f"{count}</text>"
-            )
         x += segment
     summary = ", ".join(f"{count} {status}" for status, count in totals.items() if count)
     return (
@@ -148,5 +144,5 @@ def status_bar(totals, prefix="share"):
         f'<title id="{prefix}-title">Requests by status</title>'
         f'<desc id="{prefix}-desc">{escape(summary) or "No requests."}</desc>'
         f"{pattern_defs(prefix)}{''.join(parts)}"
-        f"{legend(prefix, list(STATUS_STYLES), height + 12)}</svg>"
+        f"{legend(prefix, list(STATUS_STYLES), height + 12, totals)}</svg>"
     )

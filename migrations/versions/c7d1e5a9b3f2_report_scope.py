@@ -1,4 +1,4 @@
-"""report scope: a patron's own requests or the whole library's
+"""report scope (a patron's own requests or the whole library's); the pending queue's index
 
 Revision ID: c7d1e5a9b3f2
 Revises: b5d2e8a41c07
@@ -21,8 +21,14 @@ def upgrade():
         batch_op.add_column(
             sa.Column("scope", sa.String(length=10), server_default="patron", nullable=False)
         )
+    with op.batch_alter_table("book_request", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_book_request_status_request_date_id", ["status", "request_date", "id"], unique=False
+        )
 
 
 def downgrade():
+    with op.batch_alter_table("book_request", schema=None) as batch_op:
+        batch_op.drop_index("ix_book_request_status_request_date_id")
     with op.batch_alter_table("report", schema=None) as batch_op:
         batch_op.drop_column("scope")
