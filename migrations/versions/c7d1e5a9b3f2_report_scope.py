@@ -1,7 +1,7 @@
 """report scope (a patron's own requests or the whole library's); the pending queue's index
 
 Revision ID: c7d1e5a9b3f2
-Revises: b5d2e8a41c07
+Revises: 29711e9cd602
 Create Date: 2026-11-22 04:20:00
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "c7d1e5a9b3f2"
-down_revision = "b5d2e8a41c07"
+down_revision = "29711e9cd602"
 branch_labels = None
 depends_on = None
 
