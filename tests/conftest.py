@@ -206,8 +206,29 @@ def worker_factory(service_env, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def worker(worker_factory):
-    return worker_factory()
+def workers(worker_factory):
+    """The one worker consuming the queue, which a test may kill and replace."""
+
+    class Workers:
+        current = None
+
+        def ensure(self, **kwargs):
+            if self.current is None or self.current.process.poll() is not None:
+                self.current = worker_factory(**kwargs)
+            return self.current
+
+        def kill(self):
+            if self.current is not None:
+                self.current.kill()
+                self.current = None
+
+    return Workers()
+
+
+@pytest.fixture
+def worker(workers):
+    """A running worker: the shared one, so a test that kills it stops every consumer."""
+    return workers.ensure()
 
 
 @pytest.fixture(scope="session")

@@ -198,7 +198,7 @@ def test_library_report_is_for_librarians_and_its_numbers_match_the_database(
     assert queue.index("Old pending") < queue.index("New pending")
     assert re.search(
         rf"Old pending</td><td></td><td>{bob['username']}</td><td>[\d-]+</td>"
-        r"<td>9</td>",
+        r"<td class=\"num\">9</td>",
         queue,
     )
     overdue = html.split("Overdue loans", 1)[1]

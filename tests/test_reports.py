@@ -28,26 +28,6 @@ from report_builder import BUILD_FAILED
 from tests.servers import free_port, start_smtp, start_worker, wait_for
 
 
-@pytest.fixture(scope="session")
-def workers(worker_factory):
-    """The one worker consuming the queue, which a test may kill and replace."""
-
-    class Workers:
-        current = None
-
-        def ensure(self, **kwargs):
-            if self.current is None or self.current.process.poll() is not None:
-                self.current = worker_factory(**kwargs)
-            return self.current
-
-        def kill(self):
-            if self.current is not None:
-                self.current.kill()
-                self.current = None
-
-    return Workers()
-
-
 def add_requests(app, user_id, count, book_name="Book", **values):
     now = utcnow()
     rows = [
