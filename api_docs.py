@@ -42,6 +42,7 @@ BODY_EXAMPLES = {
     "RejectSchema": {"reason": "We do not hold this title."},
     "ExportArgsSchema": {"month": "2026-01"},
     "RoleSchema": {"role": "admin"},
+    "MeUpdateSchema": {"notify": False},
 }
 
 
