@@ -18,7 +18,7 @@ import outbox
 import reports
 import users
 from api_docs import swagger_ui_assets
-from config import default_config, ensure_jwt_secret
+from config import default_config, ensure_jwt_secret, warn_dev_public_url
 from extensions import api, jwt, limiter, migrate
 from models import DomainError, User, db
 from seed import register_seed_command
@@ -42,6 +42,7 @@ def create_app(test_config=None):
         app.config.from_mapping(test_config)
     ensure_jwt_secret(app)
     configure_logging(app)
+    warn_dev_public_url(app)
     trust_proxies(app)
 
     db.init_app(app)

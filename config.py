@@ -1,5 +1,6 @@
 """Configuration defaults, read from the environment, `.env` and `instance/config.py`."""
 
+import logging
 import os
 import secrets
 import sys
@@ -16,6 +17,8 @@ from api_docs import ASSETS_URL, SWAGGER_UI_CONFIG
 load_dotenv()
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+# the address `python app.py` and ./run.sh serve on; links in mail default to it
+DEV_PUBLIC_BASE_URL = "http://127.0.0.1:5000"
 # seconds between two looks for stranded reports (by every worker, and by beat)
 SWEEP_INTERVAL = 10
 
@@ -149,9 +152,7 @@ def default_config(instance_path):
         "RENEW_GRACE_DAYS": env_int("RENEW_GRACE_DAYS", 0),
         "DUE_SOON_DAYS": env_int("DUE_SOON_DAYS", 2),
         # where patrons reach the API: the links in mail are absolute, built from this
-        "PUBLIC_BASE_URL": (os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip(
-            "/"
-        ),
+        "PUBLIC_BASE_URL": (os.environ.get("PUBLIC_BASE_URL") or DEV_PUBLIC_BASE_URL).rstrip("/"),
         # a queued mail not sent after this long (broker was down) is sent by the sweep
         "OUTBOX_RETRY_SECONDS": env_int("OUTBOX_RETRY_SECONDS", 60),
         # a mail claimed this long ago and not recorded sent (worker died) is sent again
@@ -181,6 +182,16 @@ def default_config(instance_path):
         "OPENAPI_SWAGGER_UI_URL": ASSETS_URL,
         "OPENAPI_SWAGGER_UI_CONFIG": SWAGGER_UI_CONFIG,
     }
+
+
+def warn_dev_public_url(app):
+    """In production, warn at start when links in mail would point at the development address."""
+    if is_production() and app.config["PUBLIC_BASE_URL"] == DEV_PUBLIC_BASE_URL:
+        logging.getLogger(__name__).warning(
+            "PUBLIC_BASE_URL is not set: links in mail point at %s, which only this machine "
+            "reaches. Set it to the address your users reach the API at.",
+            DEV_PUBLIC_BASE_URL,
+        )
 
 
 def is_production():

@@ -297,3 +297,19 @@ def test_median_time_to_decision_of_an_even_count_is_the_mean_of_the_middle_two(
     with app.app_context():
         median = median_decision_seconds(BookRequest.user_id == patron["id"])
     assert abs(median - 3 * 3600) < 1
+
+
+def test_production_start_warns_when_mail_links_would_point_at_localhost(app, monkeypatch, caplog):
+    from config import DEV_PUBLIC_BASE_URL, warn_dev_public_url
+
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", DEV_PUBLIC_BASE_URL)
+    warn_dev_public_url(app)
+    assert "PUBLIC_BASE_URL is not set" in caplog.text
+    caplog.clear()
+    monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", "https://library.example.org")
+    warn_dev_public_url(app)
+    monkeypatch.setenv("APP_ENV", "development")
+    monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", DEV_PUBLIC_BASE_URL)
+    warn_dev_public_url(app)
+    assert "PUBLIC_BASE_URL" not in caplog.text
