@@ -6,10 +6,12 @@ import secrets
 import sys
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from urllib.parse import urlsplit, urlunsplit
 
 from celery.schedules import crontab
 from dotenv import load_dotenv
+from flask import Config
 
 from api_docs import ASSETS_URL, SWAGGER_UI_CONFIG
 
@@ -233,3 +235,22 @@ def read_secret_file(path):
             return secret
         time.sleep(0.02)
     raise SystemExit(f"{path} is empty: delete it and start again.")
+
+
+def check_before_workers():
+    """Run the start-up checks once in gunicorn's master, before it starts any worker.
+
+    A setting that stops the app (a missing JWT_SECRET_KEY) then stops gunicorn once, with
+    its one line, instead of every worker dying at boot and being started again, forever.
+    The settings are read as create_app reads them, from the same places.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    instance_path = os.environ.get("INSTANCE_PATH") or os.path.join(here, "instance")
+    config = Config(instance_path)
+    config.from_mapping(default_config(instance_path))
+    config.from_pyfile("config.py", silent=True)
+    config.from_prefixed_env()
+    app = SimpleNamespace(
+        config=config, instance_path=instance_path, debug=bool(config.get("DEBUG")), testing=False
+    )
+    ensure_jwt_secret(app)

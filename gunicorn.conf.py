@@ -20,3 +20,10 @@ if int(os.environ.get("TRUSTED_PROXIES") or 0):
     access_log_format = '%(h)s for %({x-forwarded-for}i)s "%(r)s" %(s)s %(b)s %(M)sms'
 # the control socket lives at one fixed path per user, so two instances would collide
 control_socket_disable = True
+
+
+def on_starting(server):
+    """Check the settings in the master: a bad one stops gunicorn once, not every worker."""
+    from config import check_before_workers
+
+    check_before_workers()

@@ -1,0 +1,34 @@
+"""A setting that stops the app stops gunicorn once, in the master, before any worker."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+
+
+def test_gunicorn_without_a_jwt_secret_stops_once_with_the_message(tmp_path):
+    env = {
+        "PATH": os.environ["PATH"],
+        "INSTANCE_PATH": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/library.db",
+        "BIND": "127.0.0.1:0",
+        "WEB_CONCURRENCY": "3",
+    }
+    result = subprocess.run(
+        [GUNICORN, "--config", "gunicorn.conf.py", "app:create_app()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("JWT_SECRET_KEY is not set") == 1, output
+    # no worker was started, so none died and was started again
+    assert "Booting worker" not in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "jwt-secret").exists()
