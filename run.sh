@@ -10,12 +10,14 @@ source "$(dirname "$0")/scripts/bootstrap.sh"
 
 export REDIS_URL="${REDIS_URL:-redis://localhost:6379}"
 export BIND="${BIND:-127.0.0.1:5000}"
-mkdir -p instance
+# INSTANCE_PATH moves the instance folder (database, dev secret, beat schedule, this lock)
+export INSTANCE_DIR="${INSTANCE_PATH:-instance}"
+mkdir -p "$INSTANCE_DIR"
 
 # a second copy would fight the first over ports and the beat schedule
-exec 9>instance/.run.lock
+exec 9>"$INSTANCE_DIR/.run.lock"
 if ! flock -n 9; then
-  echo "The service is already running from this folder (another ./run.sh holds instance/.run.lock)." >&2
+  echo "The service is already running from this folder (another ./run.sh holds $INSTANCE_DIR/.run.lock)." >&2
   exit 1
 fi
 port="${BIND##*:}"

@@ -33,6 +33,9 @@ ensure_os_packages() {
     export PATH="$PATH:/usr/sbin"  # where Debian puts nginx
     command -v nginx >/dev/null || missing+=(nginx)
   fi
+  # the README's curl walkthrough (and its test) use both
+  command -v curl >/dev/null || missing+=(curl)
+  command -v jq >/dev/null || missing+=(jq)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 

@@ -5,7 +5,10 @@
 # stopped at the end; the exit status is newman's. Extra arguments go to `newman run`.
 #   scripts/postman.sh                 # the whole collection
 #   scripts/postman.sh --verbose       # with request and response details
-# Newman is installed on first use into .newman/ (git-ignored), which needs npm.
+#   POSTMAN_BASE_URL=http://127.0.0.1:5000 scripts/postman.sh
+#                                      # against a service already running there, whose
+#                                      # librarian is seed-demo's (LIBRARIAN_* to change)
+# Newman is installed on first use into .newman/ (git-ignored) with npm (apt-installed if missing).
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 
@@ -18,12 +21,26 @@ LIBRARIAN_PASSWORD="${LIBRARIAN_PASSWORD:-librarian-demo}"
 START_TIMEOUT="${START_TIMEOUT:-90}"
 
 if [ ! -x "$NEWMAN" ]; then
-  command -v npm >/dev/null || { echo "npm is needed to install newman (apt-get install npm)." >&2; exit 1; }
+  if ! command -v npm >/dev/null; then
+    say "npm is needed to install newman"
+    apt_install npm
+  fi
   say "Installing newman into .newman/"
   mkdir -p "$NEWMAN_DIR"
   # the folder ignores itself, so nothing in it is ever committed
   printf '*\n' > "$NEWMAN_DIR/.gitignore"
   npm install --prefix "$NEWMAN_DIR" --no-audit --no-fund --loglevel=error newman@6 >/dev/null
+fi
+
+if [ -n "${POSTMAN_BASE_URL:-}" ]; then
+  say "Running the collection with newman against $POSTMAN_BASE_URL"
+  exec "$NEWMAN" run "$COLLECTION" \
+    --environment "$ENVIRONMENT" \
+    --env-var "baseUrl=$POSTMAN_BASE_URL" \
+    --env-var "librarianUsername=$LIBRARIAN_USERNAME" \
+    --env-var "librarianPassword=$LIBRARIAN_PASSWORD" \
+    --timeout-request 30000 \
+    "$@"
 fi
 
 free_port() {
