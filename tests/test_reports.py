@@ -64,6 +64,16 @@ def wait_for_report(app, report_id, status=ReportStatus.DONE, timeout=60):
     return wait_for(reached, timeout=timeout, interval=0.2, what=f"report {status}")
 
 
+def wait_for_task(worker, task_id, timeout=60):
+    """Wait until the worker logs the task as finished; return the worker's log."""
+
+    def finished():
+        log = worker.log()
+        return log if f"[{task_id}] succeeded" in log else None
+
+    return wait_for(finished, timeout=timeout, interval=0.1, what=f"task {task_id}")
+
+
 def mails_to(smtp_server, address):
     _, sink = smtp_server
     return [m for m in sink.messages if m["To"] == address]
@@ -236,10 +246,11 @@ def test_duplicate_delivery_builds_one_report(client, app, auth, workers, smtp_s
     from tasks import generate_user_report
 
     # the same message delivered twice more, as a broker redelivery would
-    generate_user_report.apply_async(args=[report_id])
-    generate_user_report.apply_async(args=[report_id])
-    report = wait_for_report(app, report_id)
-    time.sleep(2)  # give the duplicates time to run (and do nothing)
+    duplicates = [generate_user_report.apply_async(args=[report_id]) for _ in range(2)]
+    wait_for_report(app, report_id)
+    # the worker has run both duplicates to the end, so whatever they did is done
+    for duplicate in duplicates:
+        wait_for_task(workers.current, duplicate.id)
     report = report_row(app, report_id)
     assert report.attempts == 1 and report.row_count == 3000
     with app.app_context():
@@ -289,11 +300,9 @@ def test_redis_down_at_export_time_and_the_report_completes_later(
     add_requests(app, user["id"], 10)
     redis_server.stop()
     try:
-        started = time.monotonic()
+        # how long the export takes with the broker down is measured by bench/run.py
         response = client.post("/export-report", headers=headers)
-        elapsed = time.monotonic() - started
         assert response.status_code == 202
-        assert elapsed < 5, f".delay() took {elapsed:.1f}s with the broker down"
         # logins still work (rate limits fall back to memory), and nothing logs a traceback
         assert auth.login(user)["access_token"]
         assert not [r for r in caplog.records if r.exc_info], caplog.text
@@ -401,13 +410,15 @@ def test_beat_jobs_run_through_the_worker(app, auth, client, workers, smtp_serve
         what="overdue reminder",
     )[0]
     assert "Overdue 0" in reminder.get_content()
-    with app.app_context():
-        assert (
-            db.session.scalar(
+
+    def reminded_at():
+        # the task commits reminded_at after sending: the mail arriving does not mean it is set
+        with app.app_context():
+            return db.session.scalar(
                 select(BookRequest.reminded_at).where(BookRequest.book_name == "Overdue 0")
             )
-            is not None
-        )
+
+    wait_for(reminded_at, timeout=30, what="reminded_at set")
 
     purge_revoked_tokens.delay()
     with app.app_context():
@@ -489,10 +500,12 @@ def test_report_out_of_attempts_fails_but_a_live_build_is_left_alone(client, app
     from tasks import generate_user_report
 
     generate_user_report.delay(exhausted_id)
-    generate_user_report.delay(running_id)
+    delivery = generate_user_report.delay(running_id)
     report = wait_for_report(app, exhausted_id, status=ReportStatus.FAILED)
     assert report.error == "gave up after 5 attempts"
-    time.sleep(1)
+    # the delivery of the live build has run to the end, and said why it did nothing
+    log = wait_for_task(workers.current, delivery.id)
+    assert f"report {running_id} is running elsewhere, skipping" in log
     assert report_row(app, running_id).status == ReportStatus.RUNNING
     assert client.get("/export-report", headers=tired_headers).status_code == 202
 
