@@ -57,6 +57,8 @@ FULL = {
     "report_rows": 100_000,
     "memory_rows": (10_000, 1_000_000),
     "logins": 20,
+    "timing_samples": 200,  # refused logins of each kind
+    "broker_down_exports": 20,
 }
 QUICK = {
     **FULL,
@@ -64,6 +66,8 @@ QUICK = {
     "throughput_seconds": 3,
     "memory_rows": (10_000, 100_000),
     "logins": 10,
+    "timing_samples": 50,
+    "broker_down_exports": 10,
 }
 
 
@@ -290,12 +294,7 @@ class Bench:
             floor_env, os.path.join(self.tmp, "floor.log"),
         )  # fmt: skip
 
-        self.worker = Managed(
-            "worker",
-            [os.path.join(BIN, "celery"), "-A", "celery_worker.celery_app", "worker",
-             "--loglevel=warning"],
-            self.env, os.path.join(self.tmp, "worker.log"),
-        )  # fmt: skip
+        self.worker = self.start_worker()
         from celery import Celery
 
         self.control = Celery("bench-control", broker=self.env["CELERY_BROKER_URL"])
@@ -352,6 +351,24 @@ class Bench:
             return status == 200
         except OSError:
             return False
+
+    def start_worker(self):
+        return Managed(
+            "worker",
+            [os.path.join(BIN, "celery"), "-A", "celery_worker.celery_app", "worker",
+             "--loglevel=warning"],
+            self.env, os.path.join(self.tmp, "worker.log"),
+        )  # fmt: skip
+
+    def restart_worker(self):
+        """A new worker, with pool children that have built nothing yet."""
+        self.worker.stop()
+        self.worker = self.start_worker()
+        wait_for(self.worker_ready, 90, "the restarted Celery worker", interval=0.2)
+
+    def api_rss_mb(self):
+        """The resident memory of the API: the sum over gunicorn's workers."""
+        return sum(proc_status(pid, "VmRSS") for pid in self.api.children()) / 1024
 
     def worker_ready(self):
         if not self.worker.alive():
@@ -721,6 +738,9 @@ class Bench:
         for round_no in range(self.size["rounds"]):
             for rows, index in ((small, self.big["memory_small"]),
                                 (large, self.big["memory_large"])):  # fmt: skip
+                # fresh children for each size: a child that built a large report before
+                # starts already grown, and would hide the growth this figure is about
+                self.restart_worker()
                 self.wait_worker_idle()
                 children = self.worker.children()
                 before = {}
@@ -743,6 +763,50 @@ class Bench:
                 f"(built in {self.results['large_build_s'][-1]:.1f}s)"
             )
 
+    # ---------------------------------------------------------- timing claims
+
+    def measure_login_timing(self):
+        """Wrong password against unknown user, alternated, many samples of each.
+
+        Both must verify an argon2 hash, so that the time does not tell which usernames exist.
+        """
+        client = Client(self.api_port)
+        samples = {"wrong": [], "unknown": []}
+        for n in range(self.size["timing_samples"]):
+            for kind, username in (("wrong", f"bench{self.small_users[n % 10]:05d}"),
+                                   ("unknown", f"nobody{n:05d}")):  # fmt: skip
+                began = time.perf_counter()
+                status, _ = client.request(
+                    "POST", "/login", body={"username": username, "password": "wrong-pass"}
+                )
+                samples[kind].append((time.perf_counter() - began) * 1000)
+                assert status == 401, status
+        client.close()
+        self.results["login_wrong_ms"] = samples["wrong"]
+        self.results["login_unknown_ms"] = samples["unknown"]
+        self.say(
+            f"refused logins: wrong password {statistics.median(samples['wrong']):.1f} ms, "
+            f"unknown user {statistics.median(samples['unknown']):.1f} ms (medians)"
+        )
+
+    def measure_broker_down(self):
+        """How long an export takes to answer 202 while Redis (the broker) is down."""
+        self.api_rss.append(self.api_rss_mb())
+        self.redis.stop()
+        client = Client(self.api_port)
+        seconds = []
+        try:
+            for n in range(self.size["broker_down_exports"]):
+                auth = self.auth(self.tokens[self.small_users[n]])
+                began = time.perf_counter()
+                status, _ = client.request("POST", "/export-report", headers=auth)
+                seconds.append(time.perf_counter() - began)
+                assert status == 202, status
+        finally:
+            client.close()
+        self.results["broker_down_export_s"] = seconds
+        self.say(f"export with the broker down: {statistics.median(seconds):.2f}s (median)")
+
     # ---------------------------------------------------------- run it all
 
     def run(self):
@@ -758,14 +822,28 @@ class Bench:
             ("throughput", self.measure_throughput),
             ("report build", self.measure_reports),
             ("worker memory", self.measure_memory),
+            ("login timing", self.measure_login_timing),
+            # last: the broker stays down until the end
+            ("broker down", self.measure_broker_down),
         )
+        self.api_rss = []
         for name, step in steps:
             step()
+            if name == "warm-up":
+                self.api_rss.append(self.api_rss_mb())
             share = self.cpu.background_share()
             self.facts["background"][name] = share
             if share > 0.05:
                 self.say(f"warning: other processes used {share:.0%} of the CPUs during {name}")
         self.facts["duration"] = time.monotonic() - self.began
+        self.facts["api_rss_mb"] = self.api_rss
+        if self.options.quick:
+            self.notes.append(
+                f"--quick cannot show memory growth past {self.size['memory_rows'][1]:,} rows "
+                f"(the full run goes to {FULL['memory_rows'][1]:,}), and takes "
+                f"{self.size['timing_samples']} samples of each refused login instead of "
+                f"{FULL['timing_samples']}: run without --quick for those figures."
+            )
 
 
 # ---------------------------------------------------------------- data
@@ -1030,9 +1108,20 @@ def render(table, results, facts, size, command, info, notes):
         f"{(sizes.get('compressed') or 0) / 1e6:.1f} MB compressed; floor CSV "
         f"{facts.get('floor_csv_bytes', 0) / 1e6:.1f} MB",
         f"- {size['memory_rows'][1]:,}-row report build time: {fmt(r['large_build_s'], 's')}",
-        f"- worker child's peak RSS above its RSS before the task: "
-        f"{fmt(r['rise_small_mb'], 'MB')} for {size['memory_rows'][0]:,} rows, "
+        f"- worker child's peak RSS above its RSS before the task (a fresh worker for each "
+        f"size): {fmt(r['rise_small_mb'], 'MB')} for {size['memory_rows'][0]:,} rows, "
         f"{fmt(r['rise_large_mb'], 'MB')} for {size['memory_rows'][1]:,} rows",
+        f"- refused logins, {len(results['login_wrong_ms'])} of each kind alternated: "
+        f"wrong password {fmt(r['login_wrong_ms'], 'ms')}, "
+        f"unknown user {fmt(r['login_unknown_ms'], 'ms')} "
+        f"(median ratio unknown/wrong "
+        f"{r['login_unknown_ms']['median'] / r['login_wrong_ms']['median']:.2f};"
+        f" an unhashed shortcut for unknown users would be ~0.05)",
+        f"- `POST /export-report` with Redis down, {len(results['broker_down_export_s'])} exports: "
+        f"{fmt(r['broker_down_export_s'], 's', 2)} to the 202 (the report waits for the sweeper)",
+        f"- API memory (all gunicorn workers): {facts['api_rss_mb'][0]:.1f} MB after the "
+        f"warm-up, {facts['api_rss_mb'][-1]:.1f} MB after every load of the run "
+        f"({facts['api_rss_mb'][-1] / facts['api_rss_mb'][0] - 1:+.1%})",
     ]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
