@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Mutation testing with mutmut over the code where a wrong line is a security or data-loss
+# bug: the request status machine, report claims, authentication, report rendering, mail.
+# Not run in CI: each scope takes minutes on two cores. Results go to docs/testing.md.
+#
+#   scripts/mutation.sh                  # every scope in turn, each within its time budget
+#   scripts/mutation.sh claims mail      # some scopes: status claims auth rendering mail
+#   MUTATION_BUDGET=300 scripts/mutation.sh auth   # seconds per scope (default 900)
+#   .venv/bin/mutmut show NAME           # the diff of one mutant; `mutmut browse` for all
+#
+# mutmut copies the code into mutants/, runs the test selection of [tool.mutmut] in
+# pyproject.toml once to learn which tests reach which function, then runs, for each
+# mutant, only the tests that reach its function. A scope stopped by its budget keeps the
+# verdicts it reached; the next run of the same scope carries on from there.
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+budget="${MUTATION_BUDGET:-900}"
+# one process: the machine's other work keeps the second core
+children="${MUTATION_CHILDREN:-1}"
+
+declare -A SCOPES=(
+  [status]="models.xǁBookRequestǁ* models.x_decided__mutmut_* models.x_lock_users__mutmut_*"
+  [claims]="models.xǁReportǁ*"
+  [auth]="auth.* models.xǁUserǁ* models.xǁRevokedTokenǁ*"
+  [rendering]="report_builder.*"
+  [mail]="mail.*"
+)
+ORDER=(status claims auth rendering mail)
+
+scopes=("$@")
+[ ${#scopes[@]} -eq 0 ] && scopes=("${ORDER[@]}")
+for scope in "${scopes[@]}"; do
+  [ -n "${SCOPES[$scope]:-}" ] || die "unknown scope '$scope': use ${ORDER[*]}"
+done
+
+for scope in "${scopes[@]}"; do
+  say "Mutating scope '$scope' (${SCOPES[$scope]}), at most ${budget}s"
+  # shellcheck disable=SC2086  # the globs are mutant names for mutmut, not file names
+  timeout --signal=INT "$budget" mutmut run --max-children "$children" ${SCOPES[$scope]} \
+    > "mutants-$scope.log" 2>&1 || say "scope '$scope' stopped (budget or error): see mutants-$scope.log"
+done
+
+say "Verdicts per scope (killed / survived / no tests / timeout / not checked)"
+mutmut results --all true > mutants-results.txt 2>/dev/null
+python - "${scopes[@]}" <<'EOF'
+import fnmatch
+import sys
+from collections import Counter
+
+SCOPES = {
+    "status": ["models.xǁBookRequestǁ*", "models.x_decided*", "models.x_lock_users*"],
+    "claims": ["models.xǁReportǁ*"],
+    "auth": ["auth.*", "models.xǁUserǁ*", "models.xǁRevokedTokenǁ*"],
+    "rendering": ["report_builder.*"],
+    "mail": ["mail.*"],
+}
+with open("mutants-results.txt", encoding="utf-8") as results:
+    verdicts = [line.strip().rsplit(": ", 1) for line in results if ": " in line]
+for scope in sys.argv[1:]:
+    counts = Counter(
+        verdict
+        for name, verdict in verdicts
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in SCOPES[scope])
+    )
+    tried = counts["killed"] + counts["survived"] + counts["timeout"]
+    score = f"{(counts['killed'] + counts['timeout']) / tried:.0%}" if tried else "n/a"
+    print(
+        f"{scope:10} killed {counts['killed']:4}  survived {counts['survived']:4}  "
+        f"no tests {counts['no tests']:4}  timeout {counts['timeout']:3}  "
+        f"not checked {counts['not checked']:4}  score {score}"
+    )
+EOF
+say "Survivors: .venv/bin/mutmut results; one mutant's diff: .venv/bin/mutmut show NAME"
