@@ -52,10 +52,14 @@ class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = JSONParser()
 
     def arguments(self, schema, *, location="json", **kwargs):
-        """Take arguments as flask-smorest does; a body can also be 400, 413 or 415."""
+        """Take arguments as flask-smorest does; a body can also be 400, 413 or 415, and a
+        query with a page cursor 400 (a cursor the API did not sign)."""
         if location == "json" and "examples" not in kwargs:
             kwargs.setdefault("example", body_example(schema))
         take_arguments = super().arguments(schema, location=location, **kwargs)
+        if location == "query" and "cursor" in schema._declared_fields:
+            bad_cursor = self.error_responses(400)
+            return lambda view: bad_cursor(take_arguments(view))
         if location != "json":
             return take_arguments
         body_errors = self.error_responses(400, 413, 415)

@@ -1110,7 +1110,9 @@ def render(table, results, facts, size, command, info, notes):
         f"- {size['memory_rows'][1]:,}-row report build time: {fmt(r['large_build_s'], 's')}",
         f"- worker child's peak RSS above its RSS before the task (a fresh worker for each "
         f"size): {fmt(r['rise_small_mb'], 'MB')} for {size['memory_rows'][0]:,} rows, "
-        f"{fmt(r['rise_large_mb'], 'MB')} for {size['memory_rows'][1]:,} rows",
+        f"{fmt(r['rise_large_mb'], 'MB')} for {size['memory_rows'][1]:,} rows; the task "
+        "includes the mail, which holds the files in memory only while they are small enough "
+        "to attach (MAIL_MAX_ATTACHMENT_BYTES), so a small report can peak above a large one",
         f"- refused logins, {len(results['login_wrong_ms'])} of each kind alternated: "
         f"wrong password {fmt(r['login_wrong_ms'], 'ms')}, "
         f"unknown user {fmt(r['login_unknown_ms'], 'ms')} "

@@ -35,9 +35,11 @@ for scope in "${scopes[@]}"; do
   [ -n "${SCOPES[$scope]:-}" ] || die "unknown scope '$scope': use ${ORDER[*]}"
 done
 
+# the scopes are globs over mutant names ("mail.*"), never file names
+set -f
 for scope in "${scopes[@]}"; do
   say "Mutating scope '$scope' (${SCOPES[$scope]}), at most ${budget}s"
-  # shellcheck disable=SC2086  # the globs are mutant names for mutmut, not file names
+  # shellcheck disable=SC2086  # split into one name glob per word
   timeout --signal=INT "$budget" mutmut run --max-children "$children" ${SCOPES[$scope]} \
     > "mutants-$scope.log" 2>&1 || say "scope '$scope' stopped (budget or error): see mutants-$scope.log"
 done
