@@ -15,7 +15,7 @@ def test_patron_registers_and_sees_own_account(client, auth):
     assert body["username"] == "ada.l"
     assert body["email"] == "ada@example.org"
     assert body["role"] == "user"
-    assert set(body) == {"id", "username", "email", "role", "created_at"}
+    assert set(body) == {"id", "username", "email", "role", "created_at", "notify"}
 
     tokens = auth.login({"username": "ada.l", "password": "analytical"})
     me = client.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
