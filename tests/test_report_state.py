@@ -1,0 +1,90 @@
+"""A report's own row through a build and its mail: what finishing records, that a build
+touches no other report, that a report is mailed once, and that many small chunks come
+back whole and in order."""
+
+import csv
+import io
+
+from sqlalchemy import func, insert, select
+
+from models import BookRequest, Report, ReportChunk, ReportStatus, db, utcnow
+from report_builder import build_once, mail_once
+
+
+def export_with_rows(app, auth, client, rows):
+    user, headers = auth.patron()
+    with app.app_context():
+        now = utcnow()
+        db.session.execute(
+            insert(BookRequest),
+            [
+                {"user_id": user["id"], "book_name": f"Book {n:03d}", "request_date": now}
+                for n in range(rows)
+            ],
+        )
+        db.session.commit()
+    report_id = client.post("/export-report", headers=headers).json["id"]
+    return user, headers, report_id
+
+
+def row_of(app, report_id):
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        db.session.expunge(report)
+        return report
+
+
+def test_a_finished_build_records_its_figures_and_touches_no_other_report(app, auth, client):
+    bystander, _ = auth.patron()
+    with app.app_context():
+        other = Report(user_id=bystander["id"], status=ReportStatus.QUEUED)
+        db.session.add(other)
+        db.session.commit()
+        other_id = other.id
+    before = row_of(app, other_id)
+    _, _, report_id = export_with_rows(app, auth, client, 3)
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert build_once(report, "state-test")
+        mail_once(report)
+    report = row_of(app, report_id)
+    assert report.status == ReportStatus.DONE and report.row_count == 3
+    assert report.progress == 1.0 and report.error is None
+    assert report.finished_at is not None and report.emailed_at is not None
+    assert report.finished_at >= report.started_at
+    after = row_of(app, other_id)
+    assert (after.status, after.task_id, after.attempts, after.progress, after.emailed_at) == (
+        before.status, before.task_id, before.attempts, before.progress, before.emailed_at,
+    )  # fmt: skip
+
+
+def test_a_report_is_mailed_once_however_often_its_mail_is_sent(app, auth, client, smtp_server):
+    user, _, report_id = export_with_rows(app, auth, client, 1)
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert build_once(report, "state-test")
+        for _ in range(3):
+            mail_once(report)
+        emailed_at = db.session.scalar(select(Report.emailed_at).where(Report.id == report_id))
+    _, sink = smtp_server
+    assert len([m for m in sink.messages if m["To"] == user["email"]]) == 1
+    assert emailed_at is not None
+
+
+def test_many_small_chunks_come_back_whole_and_in_order(app, auth, client, monkeypatch):
+    # a few hundred bytes a chunk: every write becomes a chunk of its own
+    monkeypatch.setitem(app.config, "REPORT_CHUNK_BYTES", 300)
+    _, headers, report_id = export_with_rows(app, auth, client, 120)
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert build_once(report, "state-test")
+        chunks = db.session.scalar(
+            select(func.count()).select_from(ReportChunk).where(ReportChunk.report_id == report_id)
+        )
+    assert chunks >= 4  # the head, the rows and the tail of each file are separate chunks
+    download = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
+    rows = list(csv.DictReader(io.StringIO(download.get_data(as_text=True), newline="")))
+    assert [row["book_name"] for row in rows] == [f"Book {n:03d}" for n in range(120)]
+    html = client.get(f"/reports/{report_id}/download?format=html", headers=headers)
+    text = html.get_data(as_text=True)
+    assert text.rstrip().endswith("</html>") and text.count("<tr><td>") == 120
