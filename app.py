@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
 import book_requests
+import celery_worker
 import health
 import outbox
 import reports
@@ -56,10 +57,7 @@ def create_app(test_config=None):
     for module in (auth, book_requests, reports, users, health):
         api.register_blueprint(module.blp)
     app.register_blueprint(swagger_ui_assets)
-    # imported here, not at the top: celery_worker imports this module to build celery_app
-    from celery_worker import celery_init_app
-
-    celery_init_app(app)
+    celery_worker.celery_init_app(app)
     outbox.init_app(app)
     app.after_request(add_security_headers)
     register_commands(app)

@@ -8,7 +8,7 @@ from celery import Celery, Task
 from celery import current_app as current_celery_app
 from celery.signals import worker_process_init
 
-from app import create_app
+import app as flask_app_module
 from models import db
 from worker_upkeep import RecoverOnConnect, Upkeep
 
@@ -48,10 +48,10 @@ def forget_inherited_connections(**kwargs):
 
 
 def __getattr__(name):
-    # the app is built on first use, not at import: the API imports this module for
-    # celery_init_app and must not build a second Flask app as a side effect
+    # the one lazy step: `celery_app` is built on first use, not at import, because the
+    # API imports this module for celery_init_app and must not build a second Flask app
     if name in APP_NAMES:
-        celery_app = create_app().extensions["celery"]
+        celery_app = flask_app_module.create_app().extensions["celery"]
         globals().update(dict.fromkeys(APP_NAMES, celery_app))
         return celery_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

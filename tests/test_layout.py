@@ -41,10 +41,16 @@ def test_module_imports_alone_in_a_fresh_interpreter(module):
     assert result.returncode == 0, result.stderr
 
 
-def test_tasks_module_does_not_import_the_app():
-    code = (
-        "import sys, tasks; assert 'app' not in sys.modules and 'celery_worker' not in sys.modules"
-    )
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys, tasks; assert 'app' not in sys.modules and 'celery_worker' not in sys.modules",
+        # importing the worker module builds no Flask app; only asking for celery_app does
+        "import celery_worker; assert 'celery_app' not in vars(celery_worker)",
+    ],
+    ids=["tasks", "celery_worker"],
+)
+def test_modules_do_not_import_the_app(code):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
