@@ -37,6 +37,7 @@ sys.path.insert(1, ROOT)
 from loadgen import Client, percentile, run_load  # noqa: E402
 
 from models import ReportStatus, RequestStatus  # noqa: E402
+from tests.servers import free_port, wait_for  # noqa: E402
 
 # the statuses as named parameters of the SQL below (:pending, :queued, ...)
 STATUS_PARAMS = {status.value: status.value for status in (*RequestStatus, *ReportStatus)}
@@ -72,22 +73,6 @@ QUICK = {
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout, what, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Managed:

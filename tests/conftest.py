@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
+from tests.factories import bearer
 from tests.servers import RedisServer, start_gunicorn, start_smtp, start_worker
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
@@ -173,7 +174,7 @@ class AuthActions:
 
     def headers(self, user=None, role="user"):
         user = user or self.register(role=role)
-        return {"Authorization": f"Bearer {self.login(user)['access_token']}"}
+        return bearer(self.login(user)["access_token"])
 
     def patron(self):
         user = self.register()

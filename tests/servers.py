@@ -23,7 +23,8 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_for(condition, timeout=20.0, interval=0.05, what="condition"):
+def wait_for(condition, timeout=20.0, what="condition", interval=0.05):
+    """Return `condition()` once it is true; TimeoutError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()

@@ -135,17 +135,14 @@ def test_missing_request_is_404(client, auth):
     assert client.get("/requests/999999", headers=headers).status_code == 404
 
 
-def test_pending_limit_is_enforced(client, app, auth):
-    app.config["MAX_PENDING_REQUESTS"] = 3
-    try:
-        _, headers = auth.patron()
-        for n in range(3):
-            make_request(client, headers, book_name=f"Book {n}")
-        response = client.post("/requests", json={"book_name": "One too many"}, headers=headers)
-        assert response.status_code == 409
-        assert "3 pending" in response.json["message"]
-    finally:
-        app.config["MAX_PENDING_REQUESTS"] = 20
+def test_pending_limit_is_enforced(client, app, auth, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_PENDING_REQUESTS", 3)
+    _, headers = auth.patron()
+    for n in range(3):
+        make_request(client, headers, book_name=f"Book {n}")
+    response = client.post("/requests", json={"book_name": "One too many"}, headers=headers)
+    assert response.status_code == 409
+    assert "3 pending" in response.json["message"]
 
 
 def test_librarian_approves_and_marks_returned(client, auth):

@@ -93,16 +93,13 @@ def test_unexpected_error_is_json_500_without_details(app, client, auth, monkeyp
     assert "secret internals" not in response.get_data(as_text=True)
 
 
-def test_rate_limited_login_is_429_with_retry_after(app, client, auth):
+def test_rate_limited_login_is_429_with_retry_after(app, client, auth, monkeypatch):
     user = auth.register()
-    app.config["LOGIN_RATE_LIMIT"] = "3 per minute"
-    try:
-        statuses = [
-            client.post("/login", json={"username": user["username"], "password": "wrong pass"})
-            for _ in range(4)
-        ]
-    finally:
-        app.config["LOGIN_RATE_LIMIT"] = "10000 per minute"
+    monkeypatch.setitem(app.config, "LOGIN_RATE_LIMIT", "3 per minute")
+    statuses = [
+        client.post("/login", json={"username": user["username"], "password": "wrong pass"})
+        for _ in range(4)
+    ]
     assert [r.status_code for r in statuses] == [401, 401, 401, 429]
     assert_error_shape(statuses[-1], 429)
     assert int(statuses[-1].headers["Retry-After"]) > 0

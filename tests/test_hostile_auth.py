@@ -10,34 +10,15 @@ import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token, create_refresh_token
 
-from models import BookRequest, Report, ReportStatus, RequestStatus, User, db, password_hasher
+from models import BookRequest, Report, ReportStatus, RequestStatus, User, db
 from tests.dbstate import snapshot
+from tests.factories import add_user, assert_unauthorized, bearer
 
-PASSWORD_HASH = password_hasher.hash("correct horse")
 # the database allows one queued or running report per user: Alice's is queued, Bob's running
 REPORT_STATUSES = {
     "alice": (ReportStatus.QUEUED, ReportStatus.DONE, ReportStatus.FAILED),
     "bob": (ReportStatus.RUNNING, ReportStatus.DONE, ReportStatus.FAILED),
 }
-
-
-def add_user(username, role="user"):
-    user = User(
-        username=username, email=f"{username}@example.org", password_hash=PASSWORD_HASH, role=role
-    )
-    db.session.add(user)
-    db.session.commit()
-    return user
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_unauthorized(response):
-    assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert set(response.json) == {"code", "status", "message"}
 
 
 @pytest.fixture

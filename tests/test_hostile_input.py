@@ -7,13 +7,11 @@ import re
 
 import pytest
 import requests
-from flask_jwt_extended import create_access_token
 
-from models import BookRequest, ReportStatus, User, db, password_hasher
+from models import BookRequest, ReportStatus, db
 from tests.dbstate import snapshot
+from tests.factories import PASSWORD, add_user, bearer_for
 
-PASSWORD = "correct horse"
-PASSWORD_HASH = password_hasher.hash(PASSWORD)
 ERROR_KEYS = {"code", "status", "message", "errors"}
 
 # every operation that reads a JSON body, with a body it would accept
@@ -34,15 +32,8 @@ BODY_IDS = [f"{method} {path}" for method, path, _, _ in BODY_ROUTES]
 def world(app):
     """A patron with a pending request and a librarian, made directly (no argon2 per test)."""
     with app.app_context():
-        patron = User(username="patron", email="patron@example.org", password_hash=PASSWORD_HASH)
-        librarian = User(
-            username="librarian",
-            email="librarian@example.org",
-            password_hash=PASSWORD_HASH,
-            role="admin",
-        )
-        db.session.add_all([patron, librarian])
-        db.session.commit()
+        patron = add_user("patron")
+        librarian = add_user("librarian", role="admin")
         pending = BookRequest(user_id=patron.id, book_name="Middlemarch")
         db.session.add(pending)
         db.session.commit()
@@ -50,14 +41,10 @@ def world(app):
             "ids": {"patron_id": patron.id, "request_id": pending.id},
             "headers": {
                 "anonymous": {},
-                "patron": bearer(patron.id),
-                "librarian": bearer(librarian.id),
+                "patron": bearer_for(patron.id),
+                "librarian": bearer_for(librarian.id),
             },
         }
-
-
-def bearer(user_id):
-    return {"Authorization": f"Bearer {create_access_token(identity=str(user_id))}"}
 
 
 def assert_refused(response, *codes):

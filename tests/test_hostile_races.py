@@ -12,11 +12,10 @@ from flask_jwt_extended import create_access_token
 from sqlalchemy import func, select
 
 from config import redis_db_url
-from models import BookRequest, Report, RequestStatus, User, db, password_hasher
+from models import BookRequest, Report, RequestStatus, User, db
+from tests.factories import PASSWORD, add_user, bearer_for
 from tests.servers import start_gunicorn
 
-PASSWORD = "correct horse"
-PASSWORD_HASH = password_hasher.hash(PASSWORD)
 # Redis databases of the private test Redis that only the quiet server below uses
 QUIET_BROKER_DB, QUIET_LIMITS_DB = 5, 6
 
@@ -37,19 +36,11 @@ def statuses(responses):
     return sorted(response.status_code for response in responses)
 
 
-def add_user(app, username, role="user"):
+def add_account(app, username, role="user"):
     """Make an account directly (no argon2 per user) and return (id, bearer headers)."""
     with app.app_context():
-        user = User(
-            username=username,
-            email=f"{username}@example.org",
-            password_hash=PASSWORD_HASH,
-            role=role,
-        )
-        db.session.add(user)
-        db.session.commit()
-        token = create_access_token(identity=str(user.id))
-        return user.id, {"Authorization": f"Bearer {token}"}
+        user = add_user(username, role)
+        return user.id, bearer_for(user.id)
 
 
 def count(app, model, *conditions):
@@ -94,7 +85,7 @@ def test_fifty_concurrent_registrations_of_one_name_give_exactly_one_201(live_se
 
 
 def test_twenty_concurrent_exports_of_one_user_give_exactly_one_202(quiet_server, app):
-    _, headers = add_user(app, "exporter")
+    _, headers = add_account(app, "exporter")
 
     responses = concurrently(
         20,
@@ -109,8 +100,8 @@ def test_twenty_concurrent_exports_of_one_user_give_exactly_one_202(quiet_server
 
 @pytest.mark.parametrize(("first", "second"), [("approve", "cancel"), ("reject", "cancel")])
 def test_a_librarian_and_the_patron_acting_at_once_have_one_winner(live_server, app, first, second):
-    _, patron = add_user(app, "patron")
-    _, librarian = add_user(app, "librarian", role="admin")
+    _, patron = add_account(app, "patron")
+    _, librarian = add_account(app, "librarian", role="admin")
     outcome = {"approve": "approved", "reject": "rejected", "cancel": "cancelled"}
     for round_number in range(10):
         created = requests.post(
@@ -141,7 +132,7 @@ def test_a_librarian_and_the_patron_acting_at_once_have_one_winner(live_server, 
 
 
 def test_pending_limit_holds_when_requests_race(live_server, app):
-    user_id, headers = add_user(app, "hoarder")
+    user_id, headers = add_account(app, "hoarder")
     limit = app.config["MAX_PENDING_REQUESTS"]
     with app.app_context():
         db.session.add_all(
@@ -163,8 +154,8 @@ def test_pending_limit_holds_when_requests_race(live_server, app):
 
 def test_two_librarians_demoting_each_other_at_once_leave_one(live_server, app):
     for round_number in range(5):
-        first_id, first = add_user(app, f"first{round_number}", role="admin")
-        second_id, second = add_user(app, f"second{round_number}", role="admin")
+        first_id, first = add_account(app, f"first{round_number}", role="admin")
+        second_id, second = add_account(app, f"second{round_number}", role="admin")
         with app.app_context():
             # only these two are librarians
             for user in db.session.scalars(select(User).where(User.role == "admin")):
@@ -186,7 +177,7 @@ def test_two_librarians_demoting_each_other_at_once_leave_one(live_server, app):
 
 
 def test_logout_racing_uses_of_the_same_token(live_server, app):
-    add_user(app, "leaver")
+    add_account(app, "leaver")
     login = requests.post(
         f"{live_server.url}/login", json={"username": "leaver", "password": PASSWORD}, timeout=30
     ).json()
@@ -224,7 +215,7 @@ def create_token_for(app, username):
 
 
 def test_login_rate_limit_holds_across_gunicorn_workers(quiet_server, app):
-    add_user(app, "guesser")
+    add_account(app, "guesser")
     quiet_server.redis.flushdb()
     wrong = {"username": "guesser", "password": "not the password"}
 

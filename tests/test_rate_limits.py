@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from config import default_config
 from models import BookRequest, db
+from tests.factories import bearer
 
 MESSAGE = re.compile(r"Too many requests: (.+)\. Try again in (\d+) s\.")
 
@@ -131,7 +132,3 @@ def test_defaults_leave_room_for_a_person_and_none_for_a_flood(monkeypatch):
     assert config["LOGOUT_RATE_LIMIT"] == "30 per minute"
     monkeypatch.setenv("REQUEST_RATE_LIMIT", "5 per second")
     assert default_config("/tmp")["REQUEST_RATE_LIMIT"] == "5 per second"
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}

@@ -10,6 +10,7 @@ import pytest
 from flask_jwt_extended import create_access_token, create_refresh_token
 
 from models import User, db
+from tests.factories import assert_unauthorized
 
 
 def b64(data):
@@ -29,13 +30,6 @@ def claims(user_id, **extra):
         "role": "user",
         **extra,
     }
-
-
-def assert_unauthorized(response):
-    assert response.status_code == 401, response.json
-    assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert set(response.json) == {"code", "status", "message"}
-    assert response.json["code"] == 401
 
 
 @pytest.fixture

@@ -1,0 +1,36 @@
+"""Helpers the tests share: accounts made directly, bearer headers, common assertions."""
+
+from flask_jwt_extended import create_access_token
+
+from models import User, db, password_hasher
+
+PASSWORD = "correct horse"
+# hashed once: accounts made directly skip an argon2 hash each
+PASSWORD_HASH = password_hasher.hash(PASSWORD)
+
+
+def add_user(username, role="user"):
+    """Add an account whose password is PASSWORD (inside an app context); return it."""
+    user = User(
+        username=username, email=f"{username}@example.org", password_hash=PASSWORD_HASH, role=role
+    )
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def bearer_for(user_id):
+    """Headers with a fresh access token of `user_id` (inside an app context)."""
+    return bearer(create_access_token(identity=str(user_id)))
+
+
+def assert_unauthorized(response):
+    """A 401 in the one error shape that asks for a bearer token."""
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert set(response.json) == {"code", "status", "message"}
+    assert response.json["code"] == 401
