@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py            # full run, about 4 minutes on 2 cores
     .venv/bin/python bench/run.py --quick    # shorter run, about 2 minutes
+    .venv/bin/python bench/run.py --scale    # list routes at 10k and 1M rows (bench/scale.py)
 
 It starts its own redis-server, a fresh SQLite database in a temporary folder, the API under
 gunicorn (gunicorn.conf.py), a Celery worker, and a bare Flask floor app (bench/floor_app.py)
@@ -1126,7 +1127,19 @@ def main():
         metavar="SECONDS",
         help="first wait up to this long for other processes to leave the CPUs idle",
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the scale section: list routes at 10k and 1M rows (bench/scale.py)",
+    )
+    parser.add_argument(
+        "--with-10m", action="store_true", help="with --scale: also 10M rows on PostgreSQL"
+    )
     options = parser.parse_args()
+    if options.scale:
+        import scale
+
+        return scale.main(with_10m=options.with_10m)
     command = ".venv/bin/python bench/run.py" + (" --quick" if options.quick else "")
     info = machine()
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
