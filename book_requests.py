@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from extensions import Blueprint, per_user_limit
 from models import BookRequest, db
-from pagination import Listing, paginate
+from pagination import PAGE_HEADERS, Listing, paginate
 from schemas import (
     BookRequestCreateSchema,
     BookRequestQuerySchema,
@@ -47,7 +47,8 @@ def create_book_request(data):
 class BookRequests(MethodView):
     @blp.auth_required()
     @blp.arguments(BookRequestQuerySchema, location="query")
-    @blp.response(200, page_schema(BookRequestSchema))
+    @blp.response(200, page_schema(BookRequestSchema), headers=PAGE_HEADERS)
+    @blp.error_responses(400)
     def get(self, args):
         """List your requests, newest first (librarians see everyone's)"""
         query = select(BookRequest)

@@ -19,6 +19,14 @@ MAX_COUNTED = 10_000
 # the longest string a cursor key may hold (report ids are 36-character UUIDs)
 MAX_KEY_LENGTH = 64
 
+# documents the Link header every page but the last carries
+PAGE_HEADERS = {
+    "Link": {
+        "description": 'the next page, as in `next`: `<URL>; rel="next"` (RFC 8288)',
+        "schema": {"type": "string"},
+    }
+}
+
 
 class Listing:
     """One list the API offers: a name bound into its cursors and a unique, immutable order.

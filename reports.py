@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from extensions import Blueprint, per_user_limit
 from models import Report, ReportScope, db
-from pagination import Listing, paginate
+from pagination import PAGE_HEADERS, Listing, paginate
 from report_formats import FORMATS
 from schemas import (
     DownloadArgsSchema,
@@ -100,7 +100,8 @@ class LibraryReportExport(MethodView):
 class Reports(MethodView):
     @blp.auth_required()
     @blp.arguments(PageArgsSchema, location="query")
-    @blp.response(200, page_schema(ReportSchema))
+    @blp.response(200, page_schema(ReportSchema), headers=PAGE_HEADERS)
+    @blp.error_responses(400)
     def get(self, args):
         """List your reports, newest first (librarians see everyone's)"""
         query = select(Report)

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from extensions import Blueprint
 from models import User, db
-from pagination import Listing, paginate
+from pagination import PAGE_HEADERS, Listing, paginate
 from schemas import PageArgsSchema, RoleSchema, UserSchema, page_schema
 
 blp = Blueprint("users", __name__, description="Accounts (librarians only)")
@@ -19,7 +19,8 @@ USERS = Listing("users", User.id, descending=False)
 class Users(MethodView):
     @blp.auth_required(admin=True)
     @blp.arguments(PageArgsSchema, location="query")
-    @blp.response(200, page_schema(UserSchema))
+    @blp.response(200, page_schema(UserSchema), headers=PAGE_HEADERS)
+    @blp.error_responses(400)
     def get(self, args):
         """List every account"""
         return paginate(USERS, select(User), args)

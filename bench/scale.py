@@ -46,7 +46,7 @@ def label(size):
 def series(dialect, count):
     """A FROM clause yielding i = 1..count."""
     if dialect == "postgresql":
-        return f"generate_series(1, {count}) AS g(i)"
+        return f"generate_series(1::bigint, {count}) AS g(i)"
     counting = f"SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {count}"
     return f"(WITH RECURSIVE s(i) AS ({counting}) SELECT i FROM s) AS g"
 
@@ -307,15 +307,23 @@ def run(with_10m=False, say=print):
 
     backends = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
     tmp = tempfile.mkdtemp(prefix="library-scale-")
-    results = {}
+    results, loads = {}, {}
     for backend in backends:
         sizes = [10_000, 1_000_000] + ([10_000_000] if with_10m and backend != "sqlite" else [])
         for size in sizes:
             url = database_url(backend, size)
             say(f"{backend}, {size:,} requests: seeding (once) and timing")
             seed(url, size, say)
+            load_before = os.getloadavg()[0]
             results[backend, size] = measure(url, tmp, say)
-    return results, table(results)
+            loads[backend, size] = (load_before, os.getloadavg()[0])
+            say(f"  load average {load_before:.1f} before, {loads[backend, size][1]:.1f} after")
+    notes = [
+        f"{backend} {label(size)}: load average {before:.1f} before, {after:.1f} after "
+        f"({os.cpu_count()} CPUs)"
+        for (backend, size), (before, after) in loads.items()
+    ]
+    return results, table(results) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
 def table(results):
