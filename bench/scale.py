@@ -382,7 +382,7 @@ def main(with_10m=False):
     def say(message):
         print(f"[{time.monotonic() - began:6.1f}s] {message}", flush=True)
 
-    _, text_table = run(with_10m, say)
+    _, text_table = run(with_10m, say=say)
     print()
     print(text_table)
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
