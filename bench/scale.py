@@ -119,6 +119,8 @@ def seed(url, size, say):
         if "scale_seed" in inspect(conn).get_table_names():
             if conn.execute(text("SELECT spec FROM scale_seed")).scalar() == marker:
                 engine.dispose()
+                # a kept database follows the code's migrations (new columns, indexes)
+                migrate(url)
                 return False
             raise SystemExit(f"{url} holds another seed: drop it first")
     engine.dispose()
