@@ -3,6 +3,7 @@
 import email
 import logging
 import re
+import uuid
 from email import policy
 
 import pytest
@@ -49,8 +50,10 @@ def test_message_without_html_or_attachments_is_plain_text(mail_config):
 def test_smtp_backend_delivers_to_the_server(mail_config, smtp_server):
     _, sink = smtp_server
     mail_config["MAIL_BACKEND"] = "smtp"
-    send_mail("smtp@example.org", "By SMTP", "hello", "<b>hello</b>", [ATTACHMENT])
-    [received] = [m for m in sink.messages if m["To"] == "smtp@example.org"]
+    # the SMTP server lives for the whole session: an address of this test's own
+    address = f"smtp-{uuid.uuid4().hex[:8]}@example.org"
+    send_mail(address, "By SMTP", "hello", "<b>hello</b>", [ATTACHMENT])
+    [received] = [m for m in sink.messages if m["To"] == address]
     assert received["Subject"] == "By SMTP"
     assert received.get_body(preferencelist=("html",)).get_content().rstrip() == "<b>hello</b>"
     assert [a.get_filename() for a in received.iter_attachments()] == ["report-all.csv"]
