@@ -22,7 +22,7 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 # the address `python app.py` and ./run.sh serve on; links in mail default to it
 DEV_PUBLIC_BASE_URL = "http://127.0.0.1:5000"
 # seconds between two looks for stranded reports (by every worker, and by beat)
-SWEEP_INTERVAL = 10
+SWEEP_INTERVAL = 5
 
 
 def env_bool(name, default):
@@ -160,7 +160,7 @@ def default_config(instance_path):
         # a mail claimed this long ago and not recorded sent (worker died) is sent again
         "OUTBOX_STALE_SECONDS": env_int("OUTBOX_STALE_SECONDS", 300),
         "REPORT_CHUNK_BYTES": env_int("REPORT_CHUNK_BYTES", 256 * 1024),
-        "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 30),
+        "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 20),
         "REPORT_REQUEUE_SECONDS": env_int("REPORT_REQUEUE_SECONDS", 60),
         "REPORT_MAX_ATTEMPTS": env_int("REPORT_MAX_ATTEMPTS", 5),
         "SWEEP_INTERVAL_SECONDS": env_int("SWEEP_INTERVAL_SECONDS", SWEEP_INTERVAL),
