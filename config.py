@@ -102,6 +102,10 @@ def celery_config(redis_url):
                 "task": "tasks.send_overdue_reminders",
                 "schedule": crontab(minute=0, hour=8),
             },
+            "purge-expired-reports": {
+                "task": "tasks.purge_expired_reports",
+                "schedule": timedelta(seconds=env_int("REPORT_PURGE_INTERVAL_SECONDS", 3600)),
+            },
             "purge-revoked-tokens": {
                 "task": "tasks.purge_revoked_tokens",
                 "schedule": crontab(minute=30, hour=3),
@@ -163,6 +167,9 @@ def default_config(instance_path):
         "REPORT_STALE_SECONDS": env_int("REPORT_STALE_SECONDS", 20),
         "REPORT_REQUEUE_SECONDS": env_int("REPORT_REQUEUE_SECONDS", 60),
         "REPORT_MAX_ATTEMPTS": env_int("REPORT_MAX_ATTEMPTS", 5),
+        "REPORT_RETENTION_DAYS": env_int("REPORT_RETENTION_DAYS", 30),
+        "REPORT_MAX_PER_USER": env_int("REPORT_MAX_PER_USER", 20),
+        "REPORT_PURGE_INTERVAL_SECONDS": env_int("REPORT_PURGE_INTERVAL_SECONDS", 3600),
         "SWEEP_INTERVAL_SECONDS": env_int("SWEEP_INTERVAL_SECONDS", SWEEP_INTERVAL),
         "WORKER_HEARTBEAT_SECONDS": env_int("WORKER_HEARTBEAT_SECONDS", 10),
         "MAIL_BACKEND": os.environ.get("MAIL_BACKEND") or "console",

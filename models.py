@@ -416,6 +416,8 @@ class ReportStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    # past REPORT_RETENTION_DAYS or beyond REPORT_MAX_PER_USER: files deleted, row kept
+    EXPIRED = "expired"
 
 
 class ReportScope(StrEnum):
@@ -476,6 +478,7 @@ class Report(db.Model):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # uncompressed bytes of each stored file, by format: {"html": 1234, "csv": 567}
     sizes: Mapped[dict] = mapped_column(JSON, default=dict)
 
@@ -505,6 +508,10 @@ class Report(db.Model):
     @property
     def is_done(self):
         return self.status == ReportStatus.DONE
+
+    @property
+    def is_expired(self):
+        return self.status == ReportStatus.EXPIRED
 
     @staticmethod
     def claimable():

@@ -253,6 +253,8 @@ class ReportSchema(Schema):
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
     emailed_at = fields.DateTime(allow_none=True)
+    # set when retention deleted the files (status "expired"); downloads then answer 410
+    expired_at = fields.DateTime(allow_none=True)
     status_url = fields.Method("get_status_url")
     download_urls = fields.Method("get_download_urls")
 

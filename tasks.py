@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 
 import outbox
 import report_builder
+import retention
 from mail import TRANSIENT_MAIL_ERRORS, send_mail
 from models import BookRequest, Report, RequestStatus, RevokedToken, User, db, utcnow
 
@@ -56,6 +57,8 @@ def generate_user_report(self, report_id: str) -> None:
     try:
         if report_builder.build_once(report, self.request.id, redelivered):
             report_builder.mail_once(report)
+            # the new report may take the owner past REPORT_MAX_PER_USER: the oldest go
+            retention.expire_beyond_cap(report.user_id)
     except report_builder.Retry as exc:
         raise self.retry(exc=exc.__cause__, countdown=retry_delay(self)) from exc.__cause__
 
@@ -153,3 +156,11 @@ def purge_revoked_tokens() -> int:
     purged = RevokedToken.purge_expired()
     log.info("purged %d expired revoked token(s)", purged)
     return purged
+
+
+@shared_task
+def purge_expired_reports() -> dict:
+    """Expire reports past retention or beyond each user's cap, and delete their files."""
+    counts = retention.purge_reports()
+    log.info("expired %(expired)d report(s), deleted %(chunks_deleted)d chunk(s)", counts)
+    return counts

@@ -27,6 +27,7 @@ LOCK_PREFIX = "library:upkeep:"
 MAINTENANCE_TASKS = [
     ("tasks.requeue_stale_reports", "SWEEP_INTERVAL_SECONDS"),
     ("tasks.sweep_outbox", "SWEEP_INTERVAL_SECONDS"),
+    ("tasks.purge_expired_reports", "REPORT_PURGE_INTERVAL_SECONDS"),
 ]
 
 
