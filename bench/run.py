@@ -73,6 +73,13 @@ QUICK = {
 }
 
 
+# what one exported row may cost (figure 6): about 1.5x what it cost when set, so a change
+# that makes reports heavier fails here; (results key, label, unit, limit)
+BUDGETS = (
+    ("budget_db_bytes", "database bytes (stored chunks)", "B", 60),
+    ("budget_worker_us", "worker CPU, build and mail", "µs", 30),
+)
+
 # ---------------------------------------------------------------- processes
 
 
@@ -714,6 +721,30 @@ class Bench:
         conn.close()
         return {**sizes, "chunks": stored[0], "compressed": stored[1]}
 
+    # ---------------------------------------------------------- resource budget
+
+    def worker_cpu_seconds(self):
+        pids = [self.worker.pid, *self.worker.children()]
+        return sum(process_jiffies(pid) for pid in pids) / os.sysconf("SC_CLK_TCK")
+
+    def measure_budget(self):
+        """What one exported row costs: database bytes stored, and worker CPU (build and mail)."""
+        rows = self.size["report_rows"]
+        self.results["budget_db_bytes"], self.results["budget_worker_us"] = [], []
+        for _ in range(self.size["rounds"]):
+            self.wait_worker_idle()
+            cpu = self.worker_cpu_seconds()
+            _, report = self.build_report(self.big["report"])
+            self.wait_worker_idle()
+            cpu = self.worker_cpu_seconds() - cpu
+            stored = self.stored_sizes(report["id"])["compressed"]
+            self.results["budget_db_bytes"].append(stored / rows)
+            self.results["budget_worker_us"].append(cpu / rows * 1e6)
+        self.say(
+            f"budget: {self.results['budget_db_bytes'][-1]:.1f} database bytes and "
+            f"{self.results['budget_worker_us'][-1]:.1f} µs of worker CPU per exported row"
+        )
+
     def measure_memory(self):
         small, large = self.size["memory_rows"]
         keys = {small: "peak_small_mb", large: "peak_large_mb"}
@@ -807,6 +838,7 @@ class Bench:
             ("exports and drain", self.measure_exports),
             ("throughput", self.measure_throughput),
             ("report build", self.measure_reports),
+            ("resource budget", self.measure_budget),
             ("worker memory", self.measure_memory),
             ("login timing", self.measure_login_timing),
             # last: the broker stays down until the end
@@ -1030,6 +1062,11 @@ def rows_of(results, facts, size):
         fmt(r["login_ms"], "ms"), "argon2 verify in-process " + fmt(r["argon2_verify_ms"], "ms"),
         times(ratio("login_ms", "argon2_verify_ms")), "–", "info",
     ))  # fmt: skip
+    for key, label, unit, budget in BUDGETS:
+        table.append((
+            f"6. budget: {label} per exported row ({size['report_rows']:,}-row report)",
+            fmt(r[key], unit, 1), "–", "–", f"≤ {budget} {unit}", verdict(r[key], budget),
+        ))  # fmt: skip
     return table
 
 
