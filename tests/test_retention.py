@@ -22,6 +22,8 @@ def built_report(app, user_id, age_days=0):
         report = Report(user_id=user_id, enqueued_at=utcnow())
         db.session.add(report)
         db.session.commit()
+        # a build writes only while it holds the claim, as a worker's does
+        assert report.claim("retention-test")
         build_report(report)
         report.finished_at = utcnow() - timedelta(days=age_days)
         db.session.commit()
