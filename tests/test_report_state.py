@@ -23,7 +23,7 @@ def export_with_rows(app, auth, client, rows):
             ],
         )
         db.session.commit()
-    report_id = client.post("/export-report", headers=headers).json["id"]
+    report_id = start_report(app, user["id"])
     return user, headers, report_id
 
 
@@ -88,3 +88,12 @@ def test_many_small_chunks_come_back_whole_and_in_order(app, auth, client, monke
     html = client.get(f"/reports/{report_id}/download?format=html", headers=headers)
     text = html.get_data(as_text=True)
     assert text.rstrip().endswith("</html>") and text.count("<tr><td>") == 120
+
+
+def start_report(app, user_id):
+    """Record a queued report without publishing it, so that no worker takes it first."""
+    with app.app_context():
+        report = Report(user_id=user_id, status=ReportStatus.QUEUED)
+        db.session.add(report)
+        db.session.commit()
+        return report.id
