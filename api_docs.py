@@ -41,8 +41,12 @@ BODY_EXAMPLES = {
     },
     "RejectSchema": {"reason": "We do not hold this title."},
     "ExportArgsSchema": {"month": "2026-01"},
-    "RoleSchema": {"role": "admin"},
     "MeUpdateSchema": {"notify": False},
+    "UserUpdateSchema": {"active": False},
+    "PasswordChangeSchema": {
+        "current_password": "correct horse",
+        "new_password": "battery staple",
+    },
 }
 
 

@@ -7,8 +7,8 @@ import sys
 
 import click
 from flask import Flask
-from sqlalchemy import event, inspect, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Engine, make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import auth
@@ -18,10 +18,11 @@ import health
 import outbox
 import reports
 import users
+import verification
 from api_docs import swagger_ui_assets
-from config import default_config, ensure_jwt_secret, warn_dev_public_url
+from config import check_jwt_settings, default_config, ensure_jwt_secret, warn_dev_public_url
 from extensions import api, jwt, limiter, migrate
-from models import DomainError, User, db
+from models import db
 from seed import register_seed_command
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -33,7 +34,7 @@ def create_app(test_config=None):
     app = Flask(
         __name__, instance_relative_config=True, instance_path=os.environ.get("INSTANCE_PATH")
     )
-    os.makedirs(app.instance_path, exist_ok=True)
+    make_private_dir(app.instance_path)
     app.config.from_mapping(default_config(app.instance_path))
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
@@ -42,9 +43,11 @@ def create_app(test_config=None):
     else:
         app.config.from_mapping(test_config)
     ensure_jwt_secret(app)
+    check_jwt_settings(app)
     configure_logging(app)
     warn_dev_public_url(app)
     trust_proxies(app)
+    make_private_sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
@@ -54,7 +57,7 @@ def create_app(test_config=None):
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for module in (auth, book_requests, reports, users, health):
+    for module in (auth, verification, book_requests, reports, users, health):
         api.register_blueprint(module.blp)
     app.register_blueprint(swagger_ui_assets)
     celery_worker.celery_init_app(app)
@@ -76,6 +79,28 @@ def trust_proxies(app):
     count = app.config["TRUSTED_PROXIES"]
     if count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+
+
+def make_private_dir(path):
+    """Make a folder only its owner can enter (the instance folder holds secrets)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    # a fresh checkout has instance/ already, made with the umask's permissions
+    with contextlib.suppress(PermissionError):
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+
+
+def make_private_sqlite_file(url):
+    """Create the SQLite file owner-only before SQLite does (it would use the umask).
+
+    SQLite gives its -wal and -shm files the database file's permissions.
+    """
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:":
+        return
+    # FileNotFoundError: no such folder; SQLite will say so itself
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def add_security_headers(response):
@@ -137,7 +162,8 @@ def migration_lock(app):
     except ImportError:  # native Windows has no fcntl; a single process is assumed there
         yield
         return
-    with open(os.path.join(app.instance_path, ".migrate.lock"), "w") as lock_file:
+    lock_path = os.path.join(app.instance_path, ".migrate.lock")
+    with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield
@@ -200,31 +226,19 @@ def register_commands(app):
     @click.option("--username", required=True)
     @click.option("--email", required=True)
     @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-    def create_admin(username, email, password_stdin):
-        """Create a librarian account, or promote an existing user to librarian."""
-        user = db.session.scalar(select(User).where(User.username == username))
-        if user is not None:
-            user.change_role("admin")
-            click.echo(f"{username} is now a librarian.")
-            return
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-        if not 8 <= len(password) <= 128:
-            raise click.ClickException("The password must be 8 to 128 characters long.")
-        from schemas import RegisterSchema
+    @click.option(
+        "--promote",
+        is_flag=True,
+        help="Make an existing account a librarian; its stored email must match --email.",
+    )
+    def create_admin(username, email, password_stdin, promote):
+        """Create a librarian account (or, with --promote, promote a matching one)."""
+        from admin import create_or_promote_librarian
 
-        errors = RegisterSchema().validate(
-            {"username": username, "email": email, "password": password}
-        )
-        if errors:
-            raise click.ClickException(f"Invalid account: {errors}")
         try:
-            User.register(username, email.lower(), password, role="admin")
-        except DomainError as exc:
-            raise click.ClickException(exc.message) from exc
-        click.echo(f"Librarian {username} created.")
+            click.echo(create_or_promote_librarian(username, email, password_stdin, promote))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 def __getattr__(name):

@@ -1,5 +1,7 @@
 """Accounts and JWT sessions: register, login, refresh, logout, me, and the token rules."""
 
+from datetime import datetime
+
 from flask import current_app, g
 from flask.views import MethodView
 from flask_jwt_extended import (
@@ -9,29 +11,73 @@ from flask_jwt_extended import (
     get_jwt,
 )
 from flask_smorest import abort
+from jwt.exceptions import MissingRequiredClaimError
 
 from errors import error_response
 from extensions import Blueprint, jwt, limiter, per_user_limit
-from models import RevokedToken, User, db
+from login_sessions import REQUIRED_CLAIMS, LoginSession, load_token_user
+from models import UTC, User, db, utcnow
 from schemas import (
     LoginSchema,
     MessageSchema,
     MeUpdateSchema,
+    PasswordChangeSchema,
     RegisterSchema,
     TokenSchema,
     UserSchema,
 )
+from throttle import clear_account, record_failure, seconds_to_wait, throttle_keys
+from verification import queue_verification_mail
 
 blp = Blueprint("auth", __name__, description="Accounts and tokens")
 
 
-def access_token_for(user):
+def issue_tokens(user, session, refresh_jti, refresh_expires=None):
+    """Return the token response for a session: an access and a refresh token."""
     # the subject must be a string: PyJWT >= 2.10 rejects an integer `sub`
-    return create_access_token(identity=str(user.id), additional_claims={"role": user.role})
+    identity = str(user.id)
+    refresh_expires = refresh_expires or session.expires_at
+    return {
+        "access_token": create_access_token(
+            identity=identity, additional_claims={"role": user.role, "sid": session.id}
+        ),
+        # a refresh token lives no longer than its session, however often it is rotated
+        "refresh_token": create_refresh_token(
+            identity=identity,
+            expires_delta=refresh_expires - utcnow(),
+            additional_claims={"sid": session.id, "jti": refresh_jti},
+        ),
+        "token_type": "Bearer",
+        "expires_in": int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
+    }
 
 
-def expires_in():
-    return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+def log_in(user):
+    """Start a session for `user` and return its tokens."""
+    session = LoginSession.start(user)
+    return issue_tokens(user, session, session.refresh_jti)
+
+
+def unauthorized_abort(message):
+    abort(401, message=message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate_throttled(login, password):
+    """Return the user the password opens; 429 while a failure delay runs, else 401 if wrong."""
+    keys = throttle_keys(login, User.find(login))
+    wait = seconds_to_wait(keys)
+    if wait:
+        abort(
+            429,
+            message=f"Too many failed logins: try again in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
+    user = User.authenticate(login, password)
+    if user is None:
+        record_failure(keys)
+        unauthorized_abort("Wrong username or password.")
+    clear_account(keys[0])
+    return user
 
 
 @blp.route("/register")
@@ -43,7 +89,11 @@ class Register(MethodView):
     @blp.error_responses(409, 429)
     def post(self, data):
         """Create a patron account"""
-        return User.register(data["username"], data["email"], data["password"])
+        user = User.register(data["username"], data["email"], data["password"])
+        # committed on its own: a failed mail must not undo the account
+        queue_verification_mail(user)
+        db.session.commit()
+        return user
 
 
 @blp.route("/login")
@@ -55,17 +105,10 @@ class Login(MethodView):
     @blp.error_responses(401, 429)
     def post(self, data):
         """Exchange a username (or email) and password for tokens"""
-        user = User.authenticate(data["username"], data["password"])
-        if user is None:
-            abort(
-                401, message="Wrong username or password.", headers={"WWW-Authenticate": "Bearer"}
-            )
-        return {
-            "access_token": access_token_for(user),
-            "refresh_token": create_refresh_token(identity=str(user.id)),
-            "token_type": "Bearer",
-            "expires_in": expires_in(),
-        }
+        user = authenticate_throttled(data["username"], data["password"])
+        if not user.active:
+            unauthorized_abort("The account is disabled.")
+        return log_in(user)
 
 
 @blp.route("/refresh")
@@ -75,12 +118,17 @@ class Refresh(MethodView):
     @blp.response(200, TokenSchema)
     @blp.error_responses(429)
     def post(self):
-        """Exchange a refresh token for a new access token"""
-        return {
-            "access_token": access_token_for(current_user),
-            "token_type": "Bearer",
-            "expires_in": expires_in(),
-        }
+        """Spend a refresh token for a new access and refresh token"""
+        claims = get_jwt()
+        next_jti = LoginSession.rotate(claims["sid"], claims["jti"])
+        if next_jti is None:
+            # another request spent it a moment ago: a copy is about, end the session
+            LoginSession.end(claims["sid"])
+            unauthorized_abort("This refresh token was already used; the session has ended.")
+        session = db.session.get(LoginSession, claims["sid"])
+        return issue_tokens(
+            current_user, session, next_jti, datetime.fromtimestamp(claims["exp"], UTC)
+        )
 
 
 @blp.route("/logout")
@@ -90,9 +138,40 @@ class Logout(MethodView):
     @blp.response(200, MessageSchema)
     @blp.error_responses(429)
     def post(self):
-        """Revoke the presented access or refresh token"""
-        RevokedToken.revoke(get_jwt())
+        """End the session of the presented access or refresh token"""
+        LoginSession.end(get_jwt()["sid"])
         return {"message": "Logged out."}
+
+
+@blp.route("/logout-all")
+class LogoutAll(MethodView):
+    @blp.auth_required()
+    @blp.response(200, MessageSchema)
+    def post(self):
+        """End every session of the account, on every device"""
+        LoginSession.end_all(current_user.id)
+        return {"message": "Logged out everywhere."}
+
+
+@blp.route("/me/password")
+class MyPassword(MethodView):
+    @blp.auth_required()
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(200, MessageSchema)
+    @blp.error_responses(403, 429)
+    def post(self, data):
+        """Change the password; every other session of the account ends"""
+        keys = throttle_keys(current_user.username, current_user)
+        if seconds_to_wait(keys[:1]):
+            abort(429, message="Too many wrong passwords: try again later.")
+        if not current_user.check_password(data["current_password"]):
+            # a stolen token must not become a way to guess the password
+            record_failure(keys[:1])
+            abort(403, message="The current password is wrong.")
+        current_user.set_password(data["new_password"])
+        db.session.commit()
+        LoginSession.end_all(current_user.id, keep_sid=get_jwt()["sid"])
+        return {"message": "Password changed; your other sessions have ended."}
 
 
 @blp.route("/me")
@@ -117,11 +196,20 @@ def unauthorized(message):
     return error_response(401, message, {"WWW-Authenticate": "Bearer"})
 
 
+@jwt.decode_key_loader
+def key_for_complete_tokens(jwt_header, jwt_data):
+    # flask-jwt-extended fills in a missing `type` or `jti`; a token must carry its own
+    for claim in REQUIRED_CLAIMS:
+        if claim not in jwt_data:
+            raise MissingRequiredClaimError(claim)
+    return current_app.config["JWT_SECRET_KEY"]
+
+
 @jwt.token_in_blocklist_loader
 def token_is_revoked(jwt_header, jwt_data):
     # flask-jwt-extended asks this first, then for the user: one query answers both
-    g.token_user, revoked = User.for_token(jwt_data)
-    return revoked
+    g.token_user, g.token_refusal = load_token_user(jwt_data)
+    return g.token_refusal is not None
 
 
 @jwt.user_lookup_loader
@@ -146,7 +234,7 @@ def expired_token(jwt_header, jwt_data):
 
 @jwt.revoked_token_loader
 def revoked_token(jwt_header, jwt_data):
-    return unauthorized("The token has been revoked.")
+    return unauthorized(g.pop("token_refusal", None) or "The token has been revoked.")
 
 
 @jwt.user_lookup_error_loader

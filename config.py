@@ -23,6 +23,10 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 DEV_PUBLIC_BASE_URL = "http://127.0.0.1:5000"
 # seconds between two looks for stranded reports (by every worker, and by beat)
 SWEEP_INTERVAL = 5
+# the placeholder .env.example shows: copying it unchanged must not give a usable secret
+EXAMPLE_JWT_SECRET = "change-me-to-48-random-characters"
+MIN_SECRET_BYTES = 32
+MIN_TOKEN_SECONDS = 60
 
 
 def env_bool(name, default):
@@ -32,7 +36,22 @@ def env_bool(name, default):
 
 def env_int(name, default):
     value = os.environ.get(name)
-    return default if value in (None, "") else int(value)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        stop_start_up(f"{name} must be a whole number, not {value!r}.")
+
+
+def stop_start_up(message):
+    """Stop the process with one line on standard error, and no traceback."""
+    if "gunicorn.arbiter" in sys.modules:
+        # exit status 3 is gunicorn's "worker failed to boot": the master stops too,
+        # instead of starting workers that die the same way, forever
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(3)
+    raise SystemExit(message)
 
 
 def redis_db_url(base_url, db):
@@ -106,8 +125,8 @@ def celery_config(redis_url):
                 "task": "tasks.purge_expired_reports",
                 "schedule": timedelta(seconds=env_int("REPORT_PURGE_INTERVAL_SECONDS", 3600)),
             },
-            "purge-revoked-tokens": {
-                "task": "tasks.purge_revoked_tokens",
+            "purge-expired-sessions": {
+                "task": "tasks.purge_expired_sessions",
                 "schedule": crontab(minute=30, hour=3),
             },
         },
@@ -134,6 +153,11 @@ def default_config(instance_path):
         "JWT_ALGORITHM": "HS256",
         # how many reverse proxies (nginx, a load balancer) stand in front and set X-Forwarded-*
         "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0),
+        # RFC 8725: tokens name who issued them and for whom, and both are checked
+        "JWT_ENCODE_ISSUER": os.environ.get("JWT_ISSUER") or "library-api",
+        "JWT_DECODE_ISSUER": os.environ.get("JWT_ISSUER") or "library-api",
+        "JWT_ENCODE_AUDIENCE": os.environ.get("JWT_AUDIENCE") or "library-api",
+        "JWT_DECODE_AUDIENCE": os.environ.get("JWT_AUDIENCE") or "library-api",
         "RATELIMIT_ENABLED": env_bool("RATELIMIT_ENABLED", True),
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI")
         or redis_db_url(redis_url, 3),
@@ -144,9 +168,20 @@ def default_config(instance_path):
         # a dead Redis must not take logins down: fall back to per-process counting
         "RATELIMIT_SWALLOW_ERRORS": True,
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
-        "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT") or "10 per minute",
+        # a flood guard on every attempt; failures meet the delays in throttle.py first
+        "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT") or "60 per minute",
         "REGISTER_RATE_LIMIT": os.environ.get("REGISTER_RATE_LIMIT") or "10 per minute",
         "EXPORT_RATE_LIMIT": os.environ.get("EXPORT_RATE_LIMIT") or "30 per hour",
+        # login failures: free ones, then delays doubling from 1 s up to the cap (seconds)
+        "LOGIN_FREE_FAILURES_PER_ACCOUNT": env_int("LOGIN_FREE_FAILURES_PER_ACCOUNT", 5),
+        "LOGIN_MAX_DELAY_PER_ACCOUNT": env_int("LOGIN_MAX_DELAY_PER_ACCOUNT", 300),
+        "LOGIN_FREE_FAILURES_PER_ADDRESS": env_int("LOGIN_FREE_FAILURES_PER_ADDRESS", 20),
+        "LOGIN_MAX_DELAY_PER_ADDRESS": env_int("LOGIN_MAX_DELAY_PER_ADDRESS", 60),
+        # failures older than this are forgotten
+        "LOGIN_FAILURE_WINDOW": env_int("LOGIN_FAILURE_WINDOW", 900),
+        "VERIFY_RESEND_RATE_LIMIT": os.environ.get("VERIFY_RESEND_RATE_LIMIT") or "3 per hour",
+        # how long a verification link works, and an unverified address stays reserved
+        "EMAIL_VERIFY_HOURS": env_int("EMAIL_VERIFY_HOURS", 48),
         # per user; far above what a person does, far below a script's flood
         "REQUEST_RATE_LIMIT": os.environ.get("REQUEST_RATE_LIMIT") or "30 per minute; 300 per day",
         "CANCEL_RATE_LIMIT": os.environ.get("CANCEL_RATE_LIMIT") or "30 per minute; 300 per day",
@@ -208,7 +243,31 @@ def is_production():
     app_env = os.environ.get("APP_ENV")
     if app_env:
         return app_env.lower() == "production"
-    return os.path.basename(sys.argv[0]).startswith("gunicorn")
+    # however gunicorn was started (`gunicorn`, `python -m gunicorn`), its arbiter is loaded
+    return "gunicorn.arbiter" in sys.modules or os.path.basename(sys.argv[0]).startswith("gunicorn")
+
+
+def check_jwt_settings(app):
+    """Stop start-up with one line when the token settings would make weak tokens."""
+    secret = app.config["JWT_SECRET_KEY"]
+    if secret == EXAMPLE_JWT_SECRET:
+        stop_start_up(
+            "JWT_SECRET_KEY is the placeholder from .env.example: set a long random value."
+        )
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        stop_start_up(
+            f"JWT_SECRET_KEY is shorter than {MIN_SECRET_BYTES} bytes: set a long random value "
+            '(python -c "import secrets; print(secrets.token_urlsafe(48))").'
+        )
+    for key in ("JWT_ACCESS_TOKEN_EXPIRES", "JWT_REFRESH_TOKEN_EXPIRES"):
+        # 0 or False would mint tokens that never expire
+        value = app.config[key]
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            value = 0
+        if value < MIN_TOKEN_SECONDS:
+            stop_start_up(f"{key} must be at least {MIN_TOKEN_SECONDS} seconds.")
 
 
 def ensure_jwt_secret(app):
@@ -216,7 +275,7 @@ def ensure_jwt_secret(app):
     if app.config.get("JWT_SECRET_KEY"):
         return
     if is_production() and not (app.debug or app.testing):
-        raise SystemExit(
+        stop_start_up(
             "JWT_SECRET_KEY is not set: export a long random value "
             '(python -c "import secrets; print(secrets.token_urlsafe(48))") before starting.'
         )
@@ -241,7 +300,7 @@ def read_secret_file(path):
         if secret:
             return secret
         time.sleep(0.02)
-    raise SystemExit(f"{path} is empty: delete it and start again.")
+    stop_start_up(f"{path} is empty: delete it and start again.")
 
 
 def check_before_workers():
@@ -261,3 +320,4 @@ def check_before_workers():
         config=config, instance_path=instance_path, debug=bool(config.get("DEBUG")), testing=False
     )
     ensure_jwt_secret(app)
+    check_jwt_settings(app)

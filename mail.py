@@ -65,9 +65,10 @@ def send_smtp(message):
 
 def write_to_outbox(message):
     outbox = current_app.config["MAIL_OUTBOX"]
-    os.makedirs(outbox, exist_ok=True)
+    # mail holds personal data and links that log in: readable by the owner only
+    os.makedirs(outbox, mode=0o700, exist_ok=True)
     path = os.path.join(outbox, f"{uuid.uuid4()}.eml")
-    with open(path, "wb") as eml:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as eml:
         eml.write(message.as_bytes())
     log.info("mail to %s written to %s", message["To"], path)
 

@@ -1,5 +1,6 @@
 """Database models and the business rules that belong to them."""
 
+import unicodedata
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -93,19 +95,57 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value is not None else None
 
 
+def username_key(username):
+    """Return the form usernames are compared in: NFKC-normalised and case-folded."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
+
+
 class User(db.Model):
+    # AUTOINCREMENT: SQLite would otherwise hand a deleted user's id to the next one
+    __table_args__ = {"sqlite_autoincrement": True}
+
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
-    email: Mapped[str] = mapped_column(String(254), unique=True)
+    # unique, so `Librarian` and `librarian` cannot both exist
+    username_key: Mapped[str] = mapped_column(String(80), unique=True)
+    # null once a stale unverified address has been released to someone else
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(10), default="user")
     # decision mails and due-soon nudges; the overdue reminder goes out regardless
     notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=db.true())
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.username is not None and self.username_key is None:
+            self.username_key = username_key(self.username)
 
     @property
     def is_admin(self):
         return self.role == "admin"
+
+    @property
+    def email_verified(self):
+        return self.email is not None and self.email_verified_at is not None
+
+    @property
+    def mail_paused(self):
+        """Why the library mails this account nothing (verification mail aside), or None."""
+        if self.email is None:
+            return (
+                "Nothing is mailed: the address was never verified and has been released "
+                "to someone who registered it."
+            )
+        if self.email_verified_at is None:
+            return (
+                "Reports and notices are not mailed until you verify your email address: "
+                "use the link in the verification mail (POST /verify-email/resend sends "
+                "another). Reports still build and download."
+            )
+        return None
 
     def set_password(self, password):
         self.password_hash = password_hasher.hash(password)
@@ -117,27 +157,18 @@ class User(db.Model):
             return False
 
     @staticmethod
-    def for_token(jwt_data):
-        """Return the token's user (None when gone) and whether the token is revoked.
-
-        One query for both, since every authenticated request asks both questions.
-        """
-        subject = jwt_data.get("sub")
-        # a malformed subject is an invalid token, not a server error
-        if not isinstance(subject, str) or not subject.isdigit() or len(subject) > 10:
-            return None, False
-        revoked = select(RevokedToken.id).where(RevokedToken.jti == jwt_data.get("jti", ""))
-        row = db.session.execute(
-            select(User, revoked.exists()).where(User.id == int(subject))
-        ).first()
-        return (row[0], row[1]) if row else (None, False)
+    def find(login):
+        """Return the user whose username (in any case) or email is `login`, else None."""
+        return db.session.scalar(
+            select(User).where(
+                (User.username_key == username_key(login)) | (User.email == login.lower())
+            )
+        )
 
     @staticmethod
     def authenticate(login, password):
         """Return the user whose username or email and password match, else None."""
-        user = db.session.scalar(
-            select(User).where((User.username == login) | (User.email == login.lower()))
-        )
+        user = User.find(login)
         if user is None:
             # same work as a real check, so timing does not reveal which usernames exist
             try:
@@ -153,14 +184,17 @@ class User(db.Model):
         return user
 
     @staticmethod
-    def register(username, email, password, role="user"):
+    def register(username, email, password, role="user", verified=False):
         """Create a user; a taken username or email is a Conflict, also when two requests race."""
+        key = username_key(username)
+        release_stale_address(email)
         taken = db.session.scalar(
-            select(User.username).where((User.username == username) | (User.email == email))
+            select(User.username_key).where((User.username_key == key) | (User.email == email))
         )
         if taken is not None:
-            raise Conflict(conflict_message(taken == username, username, email))
+            raise Conflict(conflict_message(taken == key, username, email))
         user = User(username=username, email=email, role=role)
+        user.email_verified_at = utcnow() if verified else None
         user.set_password(password)
         db.session.add(user)
         try:
@@ -172,17 +206,56 @@ class User(db.Model):
 
     def change_role(self, role):
         """Set the role; demoting the last librarian is refused."""
-        if self.role == "admin" and role != "admin":
-            # locking the librarians' rows stops two of them demoting each other at once
-            lock_users(User.role == "admin")
-            admins = db.session.scalar(
-                select(func.count()).select_from(User).where(User.role == "admin")
-            )
-            if admins <= 1:
-                db.session.rollback()
-                raise Conflict("Cannot demote the last librarian.")
-        self.role = role
+        self.update_access(role=role)
+
+    def update_access(self, role=None, active=None):
+        """Change role and/or active; leaving no active librarian is refused with 409.
+
+        Disabling ends every session of the account, so enabling it again does not
+        bring old tokens back.
+        """
+        role = self.role if role is None else role
+        active = self.active if active is None else active
+        if self.is_admin and self.active and not (role == "admin" and active):
+            self.keep_a_librarian("demote" if role != "admin" else "disable")
+        self.role, self.active = role, active
         db.session.commit()
+        if not active:
+            # imported here: login_sessions imports this module
+            from login_sessions import LoginSession
+
+            LoginSession.end_all(self.id)
+
+    def keep_a_librarian(self, action):
+        """Refuse with 409 when this user is the last active librarian."""
+        # locking the librarians' rows stops two of them demoting each other at once
+        lock_users(User.role == "admin")
+        admins = db.session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == "admin", User.active.is_(True))
+        )
+        if admins <= 1:
+            db.session.rollback()
+            raise Conflict(f"Cannot {action} the last librarian.")
+
+
+def release_stale_address(email):
+    """Free `email` from an account that never verified it within EMAIL_VERIFY_HOURS.
+
+    Otherwise anyone could reserve someone else's address forever by registering it.
+    """
+    cutoff = utcnow() - timedelta(hours=current_app.config["EMAIL_VERIFY_HOURS"])
+    db.session.execute(
+        update(User)
+        .where(
+            User.email == email,
+            User.email_verified_at.is_(None),
+            User.created_at < cutoff,
+        )
+        .values(email=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def lock_users(*conditions):
@@ -399,7 +472,8 @@ class OutboxMail(db.Model):
     def queue_for_patron(user_id, key, template, **context):
         """Add the mail to the session, unless the patron turned mails off; not committed."""
         user = db.session.get(User, user_id)
-        if not user.notify:
+        # an unverified address may be someone else's: it gets verification mail only
+        if not user.notify or not user.email_verified:
             return None
         # the template's first line is the subject, the rest the body
         subject, _, body = (
@@ -728,34 +802,3 @@ class ReportChunk(db.Model):
     format: Mapped[str] = mapped_column(String(4), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class RevokedToken(db.Model):
-    __tablename__ = "revoked_token"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    jti: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[int | None] = mapped_column(Integer)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-
-    @staticmethod
-    def revoke(jwt_payload):
-        """Record the token as revoked; revoking it twice is harmless."""
-        db.session.add(
-            RevokedToken(
-                jti=jwt_payload["jti"],
-                user_id=int(jwt_payload["sub"]),
-                expires_at=datetime.fromtimestamp(jwt_payload["exp"], UTC),
-            )
-        )
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
-
-    @staticmethod
-    def purge_expired():
-        """Delete revocation records of tokens that have expired anyway; return how many."""
-        result = db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
-        db.session.commit()
-        return result.rowcount

@@ -94,6 +94,10 @@ def deliver(mail_id):
         return False
     mail = db.session.get(OutboxMail, mail_id)
     user = db.session.get(User, mail.user_id)
+    if user.email is None:
+        # the unverified address went to someone else before this mail left
+        finish(mail_id, "failed", "The account has no email address.")
+        return False
     try:
         send_mail(to=user.email, subject=mail.subject, text=mail.body)
     except TRANSIENT_MAIL_ERRORS as exc:

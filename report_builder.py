@@ -213,6 +213,10 @@ def build_once(report, task_id, redelivered=False):
 
 def mail_once(report):
     """Mail the finished report once; raises Retry when the mail server is away."""
+    # an unverified address may be someone else's: the report is kept for download only
+    if not db.session.get(User, report.user_id).email_verified:
+        log.info("report %s not mailed: the owner's address is not verified", report.id)
+        return
     if not report.claim_mail():
         return
     try:

@@ -3,7 +3,7 @@
 import re
 
 from flask_smorest.error_handler import ErrorSchema as SmorestErrorSchema
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from models import RequestStatus
 from report_formats import FORMATS
@@ -117,6 +117,25 @@ def page_schema(item_schema):
     )
 
 
+EMAIL_MAX_LENGTH = 254
+
+
+class Email(fields.Email):
+    """An email address, stored lower-cased; the limits hold for what is stored.
+
+    Lower-casing can lengthen a string ('İ' becomes two characters), so the length is
+    checked after it, where a longer value would not fit the column.
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        email = super()._deserialize(value, attr, data, **kwargs).lower()
+        if len(email) > EMAIL_MAX_LENGTH:
+            raise ValidationError(f"Longer than {EMAIL_MAX_LENGTH} characters once lower-cased.")
+        # an email's quoted local part may hold control characters; no mail server wants them
+        printable(email)
+        return email
+
+
 class RegisterSchema(Schema):
     username = fields.Str(
         required=True,
@@ -125,14 +144,8 @@ class RegisterSchema(Schema):
             FullMatch(r"^[A-Za-z0-9_.-]+$", error="Use only letters, digits, '_', '.' and '-'."),
         ],
     )
-    # an email's quoted local part may hold control characters; no mail server wants them
-    email = fields.Email(required=True, validate=[validate.Length(max=254), printable])
+    email = Email(required=True, validate=validate.Length(max=EMAIL_MAX_LENGTH))
     password = fields.Str(required=True, load_only=True, validate=validate.Length(min=8, max=128))
-
-    @post_load
-    def normalise_email(self, data, **kwargs):
-        data["email"] = data["email"].lower()
-        return data
 
 
 class LoginSchema(Schema):
@@ -156,13 +169,37 @@ class MessageSchema(Schema):
     message = fields.Str()
 
 
+class VerifyEmailSchema(Schema):
+    token = fields.Str(
+        required=True,
+        validate=[validate.Length(min=1, max=1000), printable],
+        metadata={"description": "the token from the verification mail"},
+    )
+
+
+class PasswordChangeSchema(Schema):
+    current_password = fields.Str(
+        required=True, load_only=True, validate=validate.Length(min=1, max=128)
+    )
+    new_password = fields.Str(
+        required=True, load_only=True, validate=validate.Length(min=8, max=128)
+    )
+
+
 class UserSchema(Schema):
     id = fields.Int(dump_only=True)
     username = fields.Str(dump_only=True)
-    email = fields.Str(dump_only=True)
+    email = fields.Str(dump_only=True, allow_none=True)
     role = fields.Str(dump_only=True)
     notify = fields.Bool(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
+    active = fields.Bool(dump_only=True, metadata={"description": "false once disabled"})
+    email_verified = fields.Bool(dump_only=True)
+    mail_paused = fields.Str(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "why nothing but verification mail is sent, or null"},
+    )
 
 
 class StrictBool(fields.Boolean):
@@ -180,8 +217,16 @@ class MeUpdateSchema(Schema):
     )
 
 
-class RoleSchema(Schema):
-    role = fields.Str(required=True, validate=validate.OneOf(["user", "admin"]))
+class UserUpdateSchema(Schema):
+    role = fields.Str(validate=validate.OneOf(["user", "admin"]))
+    active = StrictBool(
+        metadata={"description": "false disables the account and ends its sessions"},
+    )
+
+    @validates_schema
+    def something_to_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Give role and/or active.", "_schema")
 
 
 class BookRequestCreateSchema(Schema):

@@ -10,6 +10,7 @@ work there) is never changed: it is named in the output and gets no demo data. E
 through the model methods the API itself uses.
 """
 
+import os
 from datetime import timedelta
 
 import click
@@ -25,6 +26,7 @@ from models import (
     ReportStatus,
     User,
     db,
+    username_key,
     utcnow,
 )
 from models import RequestStatus as Status
@@ -118,10 +120,12 @@ def seed_demo(outcome=None):
 
 def ensure_user(username, password, role, outcome):
     """Return the demo account, creating it if need be; None if the name is someone else's."""
-    user = db.session.scalar(select(User).where(User.username == username))
+    user = db.session.scalar(select(User).where(User.username_key == username_key(username)))
     if user is None:
         outcome.created.append(username)
-        return User.register(username, f"{username}@{EMAIL_DOMAIN}", password, role=role)
+        # example.org addresses are the demo's own: marked verified, so its mail shows
+        email = f"{username}@{EMAIL_DOMAIN}"
+        return User.register(username, email, password, role=role, verified=True)
     # the demo password opening it is what makes it the demo's (and the printed login true)
     if not user.check_password(password) or (role == "admin" and not user.is_admin):
         outcome.foreign.append(username)
@@ -190,8 +194,15 @@ def register_seed_command(app):
     """Add `flask --app app seed-demo` to the app's command line."""
 
     @app.cli.command("seed-demo")
-    def seed_demo_command():
+    @click.option("--force", is_flag=True, help="Seed even under APP_ENV=production.")
+    def seed_demo_command(force):
         """Fill the database with demo accounts, requests and a report (safe to rerun)."""
+        if os.environ.get("APP_ENV", "").lower() == "production" and not force:
+            # the demo passwords are published in this repository
+            raise click.ClickException(
+                "APP_ENV is production: the demo accounts have published passwords. "
+                "Add --force if you really want them here."
+            )
         outcome = Outcome()
         try:
             logins = seed_demo(outcome)

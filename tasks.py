@@ -15,8 +15,10 @@ from sqlalchemy import or_, select
 import outbox
 import report_builder
 import retention
+import throttle
+from login_sessions import LoginSession
 from mail import TRANSIENT_MAIL_ERRORS, send_mail
-from models import BookRequest, Report, RequestStatus, RevokedToken, User, db, utcnow
+from models import BookRequest, Report, RequestStatus, User, db, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,9 @@ def send_overdue_reminders() -> int:
         )
         .order_by(BookRequest.user_id, BookRequest.due_date)
     )
+    # an unverified address may be someone else's: it gets verification mail only
+    verified = select(User.id).where(User.email_verified_at.is_not(None), User.email.is_not(None))
+    overdue = overdue.where(BookRequest.user_id.in_(verified))
     user_ids = db.session.scalars(select(overdue.subquery().c.user_id).distinct()).all()
     for user_id in user_ids:
         loans = db.session.scalars(overdue.where(BookRequest.user_id == user_id)).all()
@@ -151,11 +156,12 @@ def send_due_soon_nudges() -> int:
 
 
 @shared_task
-def purge_revoked_tokens() -> int:
-    """Delete revocation records of tokens that have expired anyway."""
-    purged = RevokedToken.purge_expired()
-    log.info("purged %d expired revoked token(s)", purged)
-    return purged
+def purge_expired_sessions() -> int:
+    """Delete login sessions whose tokens have all expired, and old login failure counts."""
+    count = LoginSession.purge_expired()
+    log.info("purged %d expired login session(s)", count)
+    log.info("purged %d old login failure count(s)", throttle.purge_old())
+    return count
 
 
 @shared_task

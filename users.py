@@ -1,4 +1,4 @@
-"""Librarian-only account administration: list users and change roles."""
+"""Librarian-only account administration: list users, change roles, disable accounts."""
 
 from flask.views import MethodView
 from flask_smorest import abort
@@ -7,7 +7,7 @@ from sqlalchemy import select
 from extensions import Blueprint
 from models import User, db
 from pagination import PAGE_HEADERS, Listing, paginate
-from schemas import PageArgsSchema, RoleSchema, UserSchema, page_schema
+from schemas import PageArgsSchema, UserSchema, UserUpdateSchema, page_schema
 
 blp = Blueprint("users", __name__, description="Accounts (librarians only)")
 
@@ -30,13 +30,13 @@ class Users(MethodView):
 @blp.route("/users/<int(max=2147483647):user_id>")
 class UserDetail(MethodView):
     @blp.auth_required(admin=True)
-    @blp.arguments(RoleSchema)
+    @blp.arguments(UserUpdateSchema)
     @blp.response(200, UserSchema)
     @blp.error_responses(404, 409)
     def patch(self, data, user_id):
-        """Change an account's role"""
+        """Change an account's role, or disable or enable it"""
         user = db.session.get(User, user_id)
         if user is None:
             abort(404, message=f"User {user_id} not found.")
-        user.change_role(data["role"])
+        user.update_access(**data)
         return user

@@ -1,8 +1,7 @@
 """Helpers the tests share: accounts made directly, bearer headers, common assertions."""
 
-from flask_jwt_extended import create_access_token
-
 from models import User, db, password_hasher
+from tests.sessions import session_tokens
 
 PASSWORD = "correct horse"
 # hashed once: accounts made directly skip an argon2 hash each
@@ -24,8 +23,8 @@ def bearer(token):
 
 
 def bearer_for(user_id):
-    """Headers with a fresh access token of `user_id` (inside an app context)."""
-    return bearer(create_access_token(identity=str(user_id)))
+    """Headers with the access token of a new session of `user_id` (inside an app context)."""
+    return bearer(session_tokens(user_id)[0])
 
 
 def assert_unauthorized(response):

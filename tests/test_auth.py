@@ -1,8 +1,12 @@
 """Accounts and sessions: register, login, refresh, logout and me."""
 
-import pytest
+import re
+from datetime import timedelta
 
-from models import User, db
+import pytest
+from sqlalchemy import select
+
+from models import User, db, utcnow
 
 
 def test_patron_registers_and_sees_own_account(client, auth):
@@ -15,7 +19,19 @@ def test_patron_registers_and_sees_own_account(client, auth):
     assert body["username"] == "ada.l"
     assert body["email"] == "ada@example.org"
     assert body["role"] == "user"
-    assert set(body) == {"id", "username", "email", "role", "created_at", "notify"}
+    assert set(body) == {
+        "id",
+        "username",
+        "email",
+        "role",
+        "notify",
+        "created_at",
+        "active",
+        "email_verified",
+        "mail_paused",
+    }
+    # a new address is unverified, and the account says what that means
+    assert body["email_verified"] is False and "verify" in body["mail_paused"]
 
     tokens = auth.login({"username": "ada.l", "password": "analytical"})
     me = client.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
@@ -99,35 +115,104 @@ def test_wrong_password_and_unknown_user_look_the_same(client, auth):
     assert wrong.headers["WWW-Authenticate"] == unknown.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_refresh_gives_a_new_access_token(client, auth):
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_refresh_rotates_the_refresh_token(client, auth):
     user = auth.register()
     tokens = auth.login(user)
-    response = client.post(
-        "/refresh", headers={"Authorization": f"Bearer {tokens['refresh_token']}"}
-    )
+    response = client.post("/refresh", headers=bearer(tokens["refresh_token"]))
     assert response.status_code == 200
-    assert set(response.json) == {"access_token", "token_type", "expires_in"}
-    me = client.get("/me", headers={"Authorization": f"Bearer {response.json['access_token']}"})
+    assert set(response.json) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert response.json["refresh_token"] != tokens["refresh_token"]
+    me = client.get("/me", headers=bearer(response.json["access_token"]))
     assert me.json["id"] == user["id"]
+    # the new refresh token works in turn
+    again = client.post("/refresh", headers=bearer(response.json["refresh_token"]))
+    assert again.status_code == 200
 
 
-def test_logout_revokes_the_presented_access_token(client, auth):
-    headers = auth.headers()
-    assert client.post("/logout", headers=headers).status_code == 200
-    response = client.get("/me", headers=headers)
+def test_reusing_a_spent_refresh_token_ends_the_session(client, auth):
+    tokens = auth.login(auth.register())
+    rotated = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json
+    reuse = client.post("/refresh", headers=bearer(tokens["refresh_token"]))
+    assert reuse.status_code == 401
+    assert "already used" in reuse.json["message"]
+    # every token of that login is dead now, the thief's and the owner's alike
+    for token in (rotated["access_token"], tokens["access_token"]):
+        assert client.get("/me", headers=bearer(token)).status_code == 401
+    assert client.post("/refresh", headers=bearer(rotated["refresh_token"])).status_code == 401
+
+
+def test_logout_with_the_access_token_ends_the_whole_session(client, auth):
+    user = auth.register()
+    tokens, other = auth.login(user), auth.login(user)
+    assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 200
+    response = client.get("/me", headers=bearer(tokens["access_token"]))
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert "revoked" in response.json["message"]
+    assert "session has ended" in response.json["message"]
+    assert client.post("/refresh", headers=bearer(tokens["refresh_token"])).status_code == 401
+    # another login of the same account is another session
+    assert client.get("/me", headers=bearer(other["access_token"])).status_code == 200
 
 
-def test_logout_with_a_refresh_token_revokes_it(client, auth):
+def test_logout_with_the_refresh_token_ends_the_whole_session(client, auth):
     tokens = auth.login(auth.register())
-    refresh = {"Authorization": f"Bearer {tokens['refresh_token']}"}
-    assert client.post("/logout", headers=refresh).status_code == 200
-    assert client.post("/refresh", headers=refresh).status_code == 401
-    # the access token is a different token and still works
-    access = {"Authorization": f"Bearer {tokens['access_token']}"}
-    assert client.get("/me", headers=access).status_code == 200
+    assert client.post("/logout", headers=bearer(tokens["refresh_token"])).status_code == 200
+    assert client.post("/refresh", headers=bearer(tokens["refresh_token"])).status_code == 401
+    assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 401
+
+
+def test_logout_all_ends_every_session(client, auth):
+    user, stranger = auth.register(), auth.register()
+    first, second = auth.login(user), auth.login(user)
+    kept = auth.login(stranger)
+    assert client.post("/logout-all", headers=bearer(first["access_token"])).status_code == 200
+    for token in (first["access_token"], second["access_token"]):
+        assert client.get("/me", headers=bearer(token)).status_code == 401
+    assert client.post("/refresh", headers=bearer(second["refresh_token"])).status_code == 401
+    assert client.get("/me", headers=bearer(kept["access_token"])).status_code == 200
+    # logging in again works
+    assert client.get("/me", headers=bearer(auth.login(user)["access_token"])).status_code == 200
+
+
+def test_password_change_ends_every_other_session(client, auth):
+    user = auth.register(password="old password")
+    current, other = auth.login(user), auth.login(user)
+    response = client.post(
+        "/me/password",
+        json={"current_password": "old password", "new_password": "new password"},
+        headers=bearer(current["access_token"]),
+    )
+    assert response.status_code == 200, response.json
+    assert client.get("/me", headers=bearer(current["access_token"])).status_code == 200
+    assert client.get("/me", headers=bearer(other["access_token"])).status_code == 401
+    old = client.post("/login", json={"username": user["username"], "password": "old password"})
+    assert old.status_code == 401
+    new = client.post("/login", json={"username": user["username"], "password": "new password"})
+    assert new.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"current_password": "wrong password", "new_password": "new password"}, 403),
+        ({"current_password": "old password", "new_password": "short"}, 422),
+        ({"current_password": "old password"}, 422),
+        ({"new_password": "new password"}, 422),
+        ({"current_password": "old password", "new_password": "n" * 129}, 422),
+    ],
+)
+def test_password_change_refuses_bad_bodies(client, auth, body, status):
+    user = auth.register(password="old password")
+    tokens, other = auth.login(user), auth.login(user)
+    response = client.post("/me/password", json=body, headers=bearer(tokens["access_token"]))
+    assert response.status_code == status, response.json
+    # nothing changed: the old password still logs in, the other session still works
+    assert client.get("/me", headers=bearer(other["access_token"])).status_code == 200
+    auth.login(user)
 
 
 def test_role_is_read_from_the_database_not_the_token(client, app, auth):
@@ -139,3 +224,80 @@ def test_role_is_read_from_the_database_not_the_token(client, app, auth):
         db.session.commit()
     # same token, whose role claim still says "user"
     assert client.get("/users", headers=headers).status_code == 200
+
+
+def verification_mails(app, user_id):
+    from models import OutboxMail
+
+    with app.app_context():
+        return db.session.scalars(
+            select(OutboxMail.body).where(
+                OutboxMail.user_id == user_id, OutboxMail.key.startswith("verify:")
+            )
+        ).all()
+
+
+def token_in(body):
+    return re.search(r"verify-email\?token=(\S+)", body).group(1)
+
+
+def test_registration_mails_a_link_that_verifies_the_address(client, app, auth):
+    user = auth.register(verified=False)
+    headers = auth.headers(user)
+    (body,) = verification_mails(app, user["id"])
+    token = token_in(body)
+    # the mail also shows the POST, for clients that cannot open links
+    assert f'"token": "{token}"' in body
+    response = client.post("/verify-email", json={"token": token})
+    assert response.status_code == 200, response.json
+    me = client.get("/me", headers=headers).json
+    assert (me["email_verified"], me["mail_paused"]) == (True, None)
+    # the link works as a link too, and verifying twice is harmless
+    assert client.get(f"/verify-email?token={token}").status_code == 200
+
+
+def test_resending_the_verification_mail_is_rate_limited(client, app, auth):
+    user = auth.register(verified=False)
+    headers = auth.headers(user)
+    for _ in range(3):
+        assert client.post("/verify-email/resend", headers=headers).status_code == 202
+    refused = client.post("/verify-email/resend", headers=headers)
+    assert refused.status_code == 429
+    assert len(verification_mails(app, user["id"])) == 4
+    # any of the links verifies
+    token = token_in(verification_mails(app, user["id"])[-1])
+    assert client.post("/verify-email", json={"token": token}).status_code == 200
+
+
+def test_resending_to_a_verified_address_is_409(client, auth):
+    response = client.post("/verify-email/resend", headers=auth.headers(auth.register()))
+    assert response.status_code == 409
+
+
+def test_an_unverified_address_is_released_after_email_verify_hours(client, app, auth):
+    squatter = auth.register(email="ceo@victim-corp.example", verified=False)
+    old_token = token_in(verification_mails(app, squatter["id"])[0])
+    body = {"username": "the.ceo", "email": "ceo@victim-corp.example", "password": "password1"}
+    # while it is fresh the address stays reserved
+    assert client.post("/register", json=body).status_code == 409
+    with app.app_context():
+        hours = app.config["EMAIL_VERIFY_HOURS"]
+        db.session.get(User, squatter["id"]).created_at = utcnow() - timedelta(hours=hours + 1)
+        db.session.commit()
+    owner = client.post("/register", json=body)
+    assert owner.status_code == 201, owner.json
+    with app.app_context():
+        assert db.session.get(User, squatter["id"]).email is None
+    # the squatter's old link verifies nothing now
+    assert client.post("/verify-email", json={"token": old_token}).status_code == 400
+    me = client.get("/me", headers=auth.headers(squatter)).json
+    assert me["email"] is None and "released" in me["mail_paused"]
+
+
+def test_a_verified_address_is_never_released(client, app, auth):
+    holder = auth.register(email="kept@example.org")
+    with app.app_context():
+        db.session.get(User, holder["id"]).created_at = utcnow() - timedelta(days=365)
+        db.session.commit()
+    body = {"username": "another", "email": "kept@example.org", "password": "password1"}
+    assert client.post("/register", json=body).status_code == 409

@@ -8,11 +8,20 @@ from urllib.parse import urlsplit
 
 import jwt as pyjwt
 import pytest
-from flask_jwt_extended import create_access_token, create_refresh_token
+from sqlalchemy import select, update
 
-from models import BookRequest, Report, ReportStatus, RequestStatus, User, db
+from models import (
+    BookRequest,
+    Report,
+    ReportStatus,
+    RequestStatus,
+    User,
+    db,
+    utcnow,
+)
 from tests.dbstate import snapshot
 from tests.factories import add_user, assert_unauthorized, bearer
+from tests.sessions import session_tokens
 
 # the database allows one queued or running report per user: Alice's is queued, Bob's running
 REPORT_STATUSES = {
@@ -54,10 +63,10 @@ def people(app):
             "ids": {"alice": alice.id, "bob": bob.id, "librarian": librarian.id},
             "objects": objects,
             "access": {
-                name: create_access_token(identity=str(user.id))
+                name: session_tokens(user.id)[0]
                 for name, user in (("alice", alice), ("bob", bob), ("librarian", librarian))
             },
-            "refresh": create_refresh_token(identity=str(alice.id)),
+            "refresh": session_tokens(alice.id)[1],
         }
 
 
@@ -127,8 +136,9 @@ def test_oversized_authorization_header_is_401_json(client, people):
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_token_signed_with_the_right_key_but_another_algorithm(client, app, people, algorithm):
     now = int(time.time())
-    claims = {"sub": str(people["ids"]["librarian"]), "jti": f"x-{now}", "type": "access",
-              "fresh": False, "iat": now, "nbf": now, "exp": now + 600}  # fmt: skip
+    with app.app_context():
+        access, _ = session_tokens(people["ids"]["librarian"])
+    claims = {**pyjwt.decode(access, options={"verify_signature": False}), "iat": now}
     token = pyjwt.encode(claims, app.config["JWT_SECRET_KEY"], algorithm=algorithm)
     assert_unauthorized(client.get("/users", headers=bearer(token)))
 
@@ -290,3 +300,97 @@ def test_alice_cannot_touch_bobs_account(client, app, people):
     assert snapshot(app) == before
     with app.app_context():
         assert db.session.get(User, people["ids"]["alice"]).role == "user"
+
+
+# ------------------------------------------------------------------ login throttling
+
+
+def login_from(client, address, username, password):
+    return client.post(
+        "/login",
+        json={"username": username, "password": password},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def end_delays(app):
+    """Let every running delay run out, as waiting would."""
+    from throttle import LoginThrottle
+
+    with app.app_context():
+        db.session.execute(update(LoginThrottle).values(blocked_until=utcnow()))
+        db.session.commit()
+
+
+def delays(app):
+    from throttle import LoginThrottle
+
+    with app.app_context():
+        rows = db.session.scalars(select(LoginThrottle)).all()
+        return {
+            row.key: round((row.blocked_until - row.last_failure_at).total_seconds())
+            for row in rows
+            if row.blocked_until is not None
+        }
+
+
+def test_guesses_at_one_account_meet_growing_delays(client, app, people):
+    for attempt in range(5):
+        assert login_from(client, "10.0.0.1", "alice", f"guess {attempt}").status_code == 401
+    assert delays(app) == {}
+    assert login_from(client, "10.0.0.1", "alice", "guess 5").status_code == 401
+    refused = login_from(client, "10.0.0.1", "alice", "correct horse")
+    # even the right password waits while the delay runs: no free guesses through it
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "try again in" in refused.json["message"]
+    account = f"account:{people['ids']['alice']}"
+    assert delays(app)[account] == 1
+    for expected in (2, 4, 8):
+        end_delays(app)
+        assert login_from(client, "10.0.0.1", "alice", "wrong").status_code == 401
+        assert delays(app)[account] == expected
+    # once it has run out the owner logs in, and the count starts again
+    end_delays(app)
+    assert login_from(client, "10.0.0.1", "alice", "correct horse").status_code == 200
+    assert account not in delays(app)
+
+
+def test_guesses_spread_over_many_addresses_are_still_slowed(client, app, people):
+    for n in range(6):
+        login_from(client, f"198.51.100.{n}", "alice@example.org", "wrong password")
+    # by email or by name, in any case: the same account, the same count
+    assert login_from(client, "198.51.100.99", "ALICE", "correct horse").status_code == 429
+
+
+def test_someone_elses_guesses_on_a_shared_address_do_not_lock_a_user_out(client, app, people):
+    # a neighbour behind the same address guesses at Alice's account (and at names)
+    for n in range(6):
+        login_from(client, "203.0.113.7", "alice", f"guess {n}")
+    for n in range(10):
+        login_from(client, "203.0.113.7", f"nobody{n}", "guess")
+    assert login_from(client, "203.0.113.7", "bob", "correct horse").status_code == 200
+
+
+def test_an_address_that_keeps_failing_is_slowed_for_at_most_a_minute(client, app, people):
+    for n in range(21):
+        login_from(client, "203.0.113.9", f"name{n}", "guess")
+    slowed = login_from(client, "203.0.113.9", "bob", "correct horse")
+    assert slowed.status_code == 429
+    for n in range(12):
+        end_delays(app)
+        login_from(client, "203.0.113.9", f"more{n}", "guess")
+    assert max(delays(app).values()) == app.config["LOGIN_MAX_DELAY_PER_ADDRESS"] == 60
+    # other addresses are untouched, and when the delay runs out Bob is in
+    assert login_from(client, "192.0.2.1", "bob", "correct horse").status_code == 200
+    end_delays(app)
+    assert login_from(client, "203.0.113.9", "bob", "correct horse").status_code == 200
+
+
+def test_wrong_current_passwords_count_against_the_account(client, app, people):
+    headers = bearer(people["access"]["alice"])
+    body = {"current_password": "wrong", "new_password": "new password"}
+    for _ in range(6):
+        assert client.post("/me/password", json=body, headers=headers).status_code == 403
+    right = {**body, "current_password": "correct horse"}
+    assert client.post("/me/password", json=right, headers=headers).status_code == 429

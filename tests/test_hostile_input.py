@@ -247,6 +247,38 @@ def test_usernames_are_plain_ascii(send, username):
 
 
 @pytest.mark.parametrize(
+    "email",
+    [
+        "İ" * 240 + "@example.org",  # 252 characters, 492 once lower-cased
+        "a" * 64 + "@" + "İ" * 95 + ".example.org",
+    ],
+    ids=["dotted-capital-i-local", "dotted-capital-i-domain"],
+)
+def test_emails_are_checked_as_they_would_be_stored(send, email):
+    """Lower-casing grows 'İ' to two characters: what is stored must fit, else 422, not 500."""
+    body = {"username": "newcomer", "email": email, "password": "password123"}
+    response = send("post", "/register", "anonymous", json=body)
+    assert_refused(response, 422)
+    assert "email" in response.json["errors"]["json"]
+
+
+@pytest.mark.parametrize("taken", ["Patron", "PATRON", "pAtRoN"])
+def test_usernames_differing_only_in_case_are_taken(send, taken):
+    # the world's patron registered as "patron"
+    body = {"username": taken, "email": "another@example.org", "password": "password123"}
+    response = send("post", "/register", "anonymous", json=body)
+    assert_refused(response, 409)
+
+
+def test_login_accepts_the_username_in_any_case(send):
+    response = send(
+        "post", "/login", "anonymous", json={"username": "PATRON", "password": PASSWORD},
+        unchanged=False,
+    )  # fmt: skip
+    assert response.status_code == 200, response.json
+
+
+@pytest.mark.parametrize(
     "password", ["pass\x00word\x00", "📚📚📚📚📚📚📚📚", "סיסמה ארוכה", "\t\r\n\x1b[0m tabs"]
 )
 def test_any_password_round_trips(client, send, password):

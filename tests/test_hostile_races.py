@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 import requests
-from flask_jwt_extended import create_access_token
 from sqlalchemy import func, select
 
 from config import redis_db_url
 from models import BookRequest, Report, RequestStatus, User, db
 from tests.factories import PASSWORD, add_user, bearer_for
 from tests.servers import start_gunicorn
+from tests.sessions import session_tokens
 
 # Redis databases of the private test Redis that only the quiet server below uses
 QUIET_BROKER_DB, QUIET_LIMITS_DB = 5, 6
@@ -211,7 +211,7 @@ def test_logout_racing_uses_of_the_same_token(live_server, app):
 def create_token_for(app, username):
     with app.app_context():
         user_id = db.session.scalar(select(User.id).where(User.username == username))
-        return create_access_token(identity=str(user_id))
+        return session_tokens(user_id)[0]
 
 
 def test_login_rate_limit_holds_across_gunicorn_workers(quiet_server, app):

@@ -7,10 +7,10 @@ import hypothesis.configuration
 import pytest
 import requests
 import schemathesis
-from flask_jwt_extended import create_access_token, create_refresh_token
 from schemathesis.engine import Status, events, from_schema
 
 from models import User, db
+from tests.sessions import session_tokens
 
 SEED = 20260501
 # random (fuzzing) examples per operation and generation mode, as a third-party client runs
@@ -86,8 +86,8 @@ def token_provider(app, user_id, role):
                     user.role = role
                     db.session.commit()
                 if case.operation.path == "/refresh":
-                    return create_refresh_token(identity=str(user_id))
-                return create_access_token(identity=str(user_id))
+                    return session_tokens(user_id)[1]
+                return session_tokens(user_id)[0]
 
         def set(self, case, token, context):
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}

@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,13 +14,13 @@ import pytest
 import requests
 from sqlalchemy import func, insert, select, text
 
+from login_sessions import LoginSession
 from models import (
     BookRequest,
     Report,
     ReportChunk,
     ReportStatus,
     RequestStatus,
-    RevokedToken,
     User,
     db,
     utcnow,
@@ -101,6 +102,14 @@ def test_export_over_http_builds_downloads_and_mails(live_server, workers, smtp_
     base = live_server.url
     user = {"username": "reader.e2e", "email": "reader.e2e@example.org", "password": "password123"}
     assert http.post(f"{base}/register", json=user).status_code == 201
+    # the worker mails the verification link; opening it verifies the address
+    verification = wait_for(
+        lambda: [m for m in mails_to(smtp_server, user["email"]) if "Confirm" in m["Subject"]],
+        what="verification mail",
+    )[0]
+    link = re.search(r"(http\S+/verify-email\?token=\S+)", verification.get_content()).group(1)
+    path = link.split("/verify-email", 1)[1]
+    assert http.get(f"{base}/verify-email{path}").status_code == 200
     login = {"username": user["username"], "password": user["password"]}
     token = http.post(f"{base}/login", json=login).json()["access_token"]
     http.headers["Authorization"] = f"Bearer {token}"
@@ -141,7 +150,10 @@ def test_export_over_http_builds_downloads_and_mails(live_server, workers, smtp_
         '\'=HYPERLINK("http://x")',
     ]
 
-    mail = wait_for(lambda: mails_to(smtp_server, user["email"]), what="report mail")[0]
+    mail = wait_for(
+        lambda: [m for m in mails_to(smtp_server, user["email"]) if "report" in m["Subject"]],
+        what="report mail",
+    )[0]
     assert "report" in mail["Subject"].lower()
     html_part = mail.get_body(preferencelist=("html",))
     assert "Dune" in html_part.get_content()
@@ -262,7 +274,8 @@ def test_duplicate_delivery_builds_one_report(client, app, auth, workers, smtp_s
     csv_rows = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
     assert csv_rows.get_data(as_text=True).count("\n") == 3001
     assert dict(formats)["csv"] >= 1
-    assert len(mails_to(smtp_server, user["email"])) == 1
+    report_mails = [m for m in mails_to(smtp_server, user["email"]) if "report" in m["Subject"]]
+    assert len(report_mails) == 1
 
 
 def export_half_built_report(client, app, auth, rows=150_000):
@@ -366,7 +379,7 @@ def test_mail_server_down_is_retried_until_it_answers(
 
 def test_beat_jobs_run_through_the_worker(app, auth, client, workers, smtp_server):
     workers.ensure()
-    from tasks import purge_revoked_tokens, send_monthly_reports, send_overdue_reminders
+    from tasks import purge_expired_sessions, send_monthly_reports, send_overdue_reminders
 
     active, _ = auth.patron()
     idle, _ = auth.patron()
@@ -384,12 +397,13 @@ def test_beat_jobs_run_through_the_worker(app, auth, client, workers, smtp_serve
     with app.app_context():
         db.session.add_all(
             [
-                RevokedToken(
-                    jti="old", user_id=active["id"], expires_at=utcnow() - timedelta(hours=1)
-                ),
-                RevokedToken(
-                    jti="live", user_id=active["id"], expires_at=utcnow() + timedelta(hours=1)
-                ),
+                LoginSession(
+                    id=sid,
+                    user_id=active["id"],
+                    refresh_jti=sid,
+                    expires_at=utcnow() + timedelta(hours=hours),
+                )
+                for sid, hours in (("old", -1), ("live", 1))
             ]
         )
         db.session.commit()
@@ -420,11 +434,11 @@ def test_beat_jobs_run_through_the_worker(app, auth, client, workers, smtp_serve
 
     wait_for(reminded_at, timeout=30, what="reminded_at set")
 
-    purge_revoked_tokens.delay()
+    purge_expired_sessions.delay()
     with app.app_context():
         wait_for(
             lambda: (
-                db.session.scalars(select(RevokedToken.jti)).all() == ["live"]
+                "old" not in db.session.scalars(select(LoginSession.id)).all()
                 or db.session.rollback()
             ),
             timeout=30,
@@ -519,3 +533,29 @@ def test_pool_process_killed_mid_report_is_redelivered_at_once(client, app, auth
     # no sweeper here: the redelivered message itself takes the dead build over
     report = wait_for_report(app, report_id, timeout=60)
     assert report.row_count == 150_000 and report.attempts == 2
+
+
+def test_an_unverified_address_gets_no_report_mail_and_me_says_why(
+    client, app, auth, workers, smtp_server
+):
+    """Anyone may type someone else's address: until verified it gets verification mail only."""
+    workers.ensure()
+    user = auth.register(email="ceo@victim-corp.example", verified=False)
+    headers = auth.headers(user)
+    client.post("/requests", json={"book_name": "Click http://phish.example"}, headers=headers)
+    report = wait_for_report(app, client.post("/export-report", headers=headers).json["id"])
+    # the report builds and downloads as usual
+    assert report.row_count == 1
+    download = client.get(f"/reports/{report.id}/download?format=csv", headers=headers)
+    assert download.status_code == 200 and "phish" in download.get_data(as_text=True)
+    me = client.get("/me", headers=headers).json
+    assert me["email_verified"] is False
+    assert "not mailed until you verify" in me["mail_paused"]
+    # the worker decided not to mail the report, and sent the verification mail only
+    wait_for(
+        lambda: f"report {report.id} not mailed" in workers.current.log(), what="mail decision"
+    )
+    wait_for(lambda: mails_to(smtp_server, user["email"]), what="verification mail")
+    assert report_row(app, report.id).emailed_at is None
+    subjects = [m["Subject"] for m in mails_to(smtp_server, user["email"])]
+    assert subjects == ["Confirm your email address for the library"]

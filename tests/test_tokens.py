@@ -7,20 +7,24 @@ from datetime import timedelta
 
 import jwt as pyjwt
 import pytest
-from flask_jwt_extended import create_access_token, create_refresh_token
+from flask_jwt_extended import create_access_token
 
 from models import User, db
 from tests.factories import assert_unauthorized
+from tests.sessions import session_tokens
 
 
 def b64(data):
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def claims(user_id, **extra):
+def claims(user_id, sid="no-such-session", **extra):
     now = int(time.time())
     return {
         "sub": str(user_id),
+        "sid": sid,
+        "iss": "library-api",
+        "aud": "library-api",
         "jti": f"jti-{now}-{user_id}",
         "type": "access",
         "fresh": False,
@@ -87,7 +91,7 @@ def test_payload_tampered_to_claim_admin(client, patron):
 
 def test_expired_token(client, app, patron):
     with app.app_context():
-        token = create_access_token(identity=str(patron["id"]), expires_delta=timedelta(seconds=-1))
+        token, _ = session_tokens(patron["id"], expires_delta=timedelta(seconds=-1))
     response = client.get("/me", headers={"Authorization": f"Bearer {token}"})
     assert_unauthorized(response)
     assert "expired" in response.json["message"]
@@ -142,10 +146,79 @@ def test_integer_subject_is_refused(client, app, patron):
 
 def test_tokens_carry_the_user_id_as_a_string_subject(app, patron):
     payload = pyjwt.decode(
-        patron["tokens"]["access_token"], app.config["JWT_SECRET_KEY"], algorithms=["HS256"]
+        patron["tokens"]["access_token"],
+        app.config["JWT_SECRET_KEY"],
+        algorithms=["HS256"],
+        audience="library-api",
     )
     assert payload["sub"] == str(patron["id"])
     assert payload["role"] == "user"
+    refresh = pyjwt.decode(patron["tokens"]["refresh_token"], options={"verify_signature": False})
+    assert refresh["type"] == "refresh"
+    # both tokens of a login carry the same session, which /logout ends as a whole
+    assert refresh["sid"] == payload["sid"]
+    assert (payload["iss"], payload["aud"]) == ("library-api", "library-api")
+
+
+def live_claims(app, user_id):
+    """Claims of a token that would be accepted: a real session, signed with the key."""
     with app.app_context():
-        refresh = create_refresh_token(identity=str(patron["id"]))
-    assert pyjwt.decode(refresh, options={"verify_signature": False})["type"] == "refresh"
+        access, _ = session_tokens(user_id)
+    return pyjwt.decode(
+        access, app.config["JWT_SECRET_KEY"], audience="library-api", algorithms=["HS256"]
+    )
+
+
+def test_a_well_formed_hand_made_token_is_accepted(client, app, patron):
+    # the control for the tests below: only the one changed claim makes them fail
+    token = pyjwt.encode(live_claims(app, patron["id"]), app.config["JWT_SECRET_KEY"])
+    assert client.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("claim", ["exp", "type", "jti", "sid", "iss", "aud", "iat"])
+def test_a_token_missing_a_required_claim_is_refused(client, app, patron, claim):
+    payload = live_claims(app, patron["id"])
+    del payload[claim]
+    token = pyjwt.encode(payload, app.config["JWT_SECRET_KEY"])
+    assert_unauthorized(client.get("/me", headers={"Authorization": f"Bearer {token}"}))
+
+
+@pytest.mark.parametrize(
+    "claim, value",
+    [("iss", "https://evil.example"), ("aud", "another-service"), ("aud", ["another-service"])],
+)
+def test_a_token_for_another_issuer_or_audience_is_refused(client, app, patron, claim, value):
+    payload = {**live_claims(app, patron["id"]), claim: value}
+    token = pyjwt.encode(payload, app.config["JWT_SECRET_KEY"])
+    assert_unauthorized(client.get("/me", headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_a_token_without_a_session_is_refused(client, app, patron):
+    with app.app_context():
+        token = create_access_token(identity=str(patron["id"]))
+    assert_unauthorized(client.get("/me", headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_a_session_of_another_user_does_not_carry_a_token(client, app, auth, patron):
+    other = auth.register()
+    payload = {**live_claims(app, other["id"]), "sub": str(patron["id"])}
+    token = pyjwt.encode(payload, app.config["JWT_SECRET_KEY"])
+    assert_unauthorized(client.get("/me", headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_a_deleted_users_token_never_acts_as_a_new_user(client, app, auth):
+    """On SQLite without AUTOINCREMENT the next user took the deleted one's id."""
+    first = auth.register()
+    first_tokens = auth.login(first)
+    with app.app_context():
+        db.session.delete(db.session.get(User, first["id"]))
+        db.session.commit()
+    second = auth.register()
+    assert second["id"] > first["id"]
+    assert_unauthorized(
+        client.get("/me", headers={"Authorization": f"Bearer {first_tokens['access_token']}"})
+    )
+    # even a hand-made token naming the old id finds nobody
+    with app.app_context():
+        token = create_access_token(identity=str(first["id"]), additional_claims={"sid": "x"})
+    assert_unauthorized(client.get("/me", headers={"Authorization": f"Bearer {token}"}))
