@@ -43,6 +43,8 @@ BODY_EXAMPLES = {
     "ExportArgsSchema": {"month": "2026-01"},
     "MeUpdateSchema": {"notify": False},
     "UserUpdateSchema": {"active": False},
+    # the token is the one in the verification mail's link (signed, it expires)
+    "VerifyEmailSchema": {"token": "eyJ1IjoxLCJlIjoiYWRhQGV4YW1wbGUuY29tIn0.aV3Qxw.q0uGm2"},
     "PasswordChangeSchema": {
         "current_password": "correct horse",
         "new_password": "battery staple",

@@ -170,9 +170,10 @@ class MessageSchema(Schema):
 
 
 class VerifyEmailSchema(Schema):
-    token = fields.Str(
+    # Text: its no-control-character rule is in the OpenAPI document as a pattern
+    token = Text(
         required=True,
-        validate=[validate.Length(min=1, max=1000), printable],
+        validate=validate.Length(min=1, max=1000),
         metadata={"description": "the token from the verification mail"},
     )
 
