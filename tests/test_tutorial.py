@@ -1,6 +1,7 @@
 """The tutorial's three terminals, run as its readers run them, and the curl flow through them."""
 
 import os
+import re
 import stat
 import sys
 
@@ -48,6 +49,11 @@ def test_three_terminals_run_the_tutorial_flow(tmp_path):
 
         user = {"username": "tutorial", "email": "tutorial@example.org", "password": "password123"}
         assert requests.post(f"{base}/register", json=user).status_code == 201
+        # the verification link shows in the worker terminal; following it verifies the address
+        token_in_log = r"/verify-email\?token=(\S+)"
+        link = wait_for(lambda: re.search(token_in_log, worker.log()), what="verification mail")
+        verified = requests.get(f"{base}/verify-email", params={"token": link.group(1)})
+        assert verified.status_code == 200, verified.text
         login = requests.post(
             f"{base}/login", json={"username": "tutorial", "password": "password123"}
         ).json()
