@@ -234,6 +234,12 @@ def workers(worker_factory):
 
 
 @pytest.fixture
+def no_worker(workers):
+    """No worker runs: for a test that claims or builds reports in process."""
+    workers.kill()
+
+
+@pytest.fixture
 def worker(workers):
     """A running worker: the shared one, so a test that kills it stops every consumer."""
     return workers.ensure()

@@ -11,11 +11,8 @@ from sqlalchemy import func, insert, select
 from models import BookRequest, Report, ReportChunk, ReportStatus, db, utcnow
 from report_builder import build_once, mail_once
 
-
-@pytest.fixture(autouse=True)
-def no_worker(workers):
-    """These builds run in process: a worker's sweep would publish and take them first."""
-    workers.kill()
+# these builds run in process: a worker's sweep would publish and take them first
+pytestmark = pytest.mark.usefixtures("no_worker")
 
 
 def export_with_rows(app, auth, client, rows):
