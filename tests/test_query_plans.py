@@ -69,8 +69,12 @@ def record_statements(app, client, headers, url):
         assert client.get(first.json["next"], headers=headers).status_code == 200
     finally:
         event.remove(engine, "before_cursor_execute", record)
+    # the token's session lookup runs on every route, by the user's id and the session's:
+    # a key lookup of one login's row, not a list, so the list checks leave it out
     return [
-        (sql, params) for sql, params in statements if sql.lstrip().upper().startswith("SELECT")
+        (sql, params)
+        for sql, params in statements
+        if sql.lstrip().upper().startswith("SELECT") and "login_session" not in sql
     ]
 
 
