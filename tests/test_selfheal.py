@@ -136,8 +136,10 @@ def test_b_worker_killed_mid_build_and_started_again(terminals):
 def test_c_export_with_no_worker_then_an_empty_broker_then_a_worker(terminals):
     stack = terminals
     user = stack.patron(rows=3)
+    # registration may have queued the address's verification mail: count the export's own
+    before = stack.queued_messages()
     report_id = stack.export(user).json()["id"]
-    assert stack.queued_messages() == 1
+    assert stack.queued_messages() == before + 1
     stack.stop_broker()
     stack.start_broker()
     assert stack.queued_messages() == 0  # the message is gone with the broker's memory
