@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
@@ -100,7 +101,9 @@ def test_export_over_http_builds_downloads_and_mails(live_server, workers, smtp_
     workers.ensure()
     http = requests.Session()
     base = live_server.url
-    user = {"username": "reader.e2e", "email": "reader.e2e@example.org", "password": "password123"}
+    # an address of its own: the SMTP server outlives the database run, mail and all
+    name = f"reader.{uuid.uuid4().hex[:8]}"
+    user = {"username": name, "email": f"{name}@example.org", "password": "password123"}
     assert http.post(f"{base}/register", json=user).status_code == 201
     # the worker mails the verification link; opening it verifies the address
     verification = wait_for(
@@ -137,7 +140,7 @@ def test_export_over_http_builds_downloads_and_mails(live_server, workers, smtp_
     assert html.status_code == 200
     assert html.headers["Content-Type"].startswith("text/html")
     assert html.headers["Content-Disposition"].startswith("attachment")
-    assert "Dune" in html.text and "reader.e2e" in html.text
+    assert "Dune" in html.text and name in html.text
     assert "<script>alert(1)</script>" not in html.text
     assert "&lt;script&gt;" in html.text
 
@@ -540,7 +543,8 @@ def test_an_unverified_address_gets_no_report_mail_and_me_says_why(
 ):
     """Anyone may type someone else's address: until verified it gets verification mail only."""
     workers.ensure()
-    user = auth.register(email="ceo@victim-corp.example", verified=False)
+    # an address of its own: the SMTP server outlives the database run, mail and all
+    user = auth.register(email=f"ceo.{uuid.uuid4().hex[:8]}@victim-corp.example", verified=False)
     headers = auth.headers(user)
     client.post("/requests", json={"book_name": "Click http://phish.example"}, headers=headers)
     report = wait_for_report(app, client.post("/export-report", headers=headers).json["id"])
