@@ -266,7 +266,14 @@ def test_a_paused_build_taken_over_cannot_touch_the_finished_report(terminals):
         report.finished_at,
     )
     assert stack.builds_logged(report_id) == 1
-    assert "Traceback" not in paused_worker.log()
+    # the build stopped quietly; on RabbitMQ the broker may also have dropped the paused
+    # worker's connection (missed heartbeats), which Celery's consumer logs as it reconnects
+    builds = [
+        trace
+        for trace in paused_worker.log().split("Traceback")[1:]
+        if "RestartFreqExceeded" not in trace and "ConnectionReset" not in trace
+    ]
+    assert builds == []
     csv = requests.get(
         f"{stack.api.url}/reports/{report_id}/download?format=csv",
         headers=user["headers"],
