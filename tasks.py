@@ -1,6 +1,6 @@
 """Celery tasks: thin wrappers that build and mail reports, and the jobs beat runs.
 
-The work itself lives in report_builder.py and models.py; a task here only looks up
+The work itself lives in report_builder.py and models/; a task here only looks up
 its rows, calls them, and decides whether Celery should retry.
 """
 

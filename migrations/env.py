@@ -83,6 +83,9 @@ def run_migrations_online():
     conf_args = current_app.extensions["migrate"].configure_args
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
+    # a new migration writes models.UTCDateTime() (with `import models`), as the old ones do,
+    # not the path of the module inside the models package
+    conf_args.setdefault("user_module_prefix", "models.")
 
     connectable = get_engine()
 

@@ -21,9 +21,9 @@ budget="${MUTATION_BUDGET:-900}"
 children="${MUTATION_CHILDREN:-1}"
 
 declare -A SCOPES=(
-  [status]="models.xǁBookRequestǁ* models.x_decided__mutmut_* models.x_lock_users__mutmut_*"
-  [claims]="models.xǁReportǁ*"
-  [auth]="auth.* models.xǁUserǁ* models.xǁRevokedTokenǁ*"
+  [status]="models.book_requests.xǁBookRequestǁ* models.book_requests.x_decided__mutmut_* models.users.x_lock_users__mutmut_*"
+  [claims]="models.reports.xǁReportǁ* models.report_chunks.xǁReportChunkǁ*"
+  [auth]="auth.* login_sessions.* models.users.xǁUserǁ*"
   [rendering]="report_builder.*"
   [mail]="mail.*"
 )
@@ -52,9 +52,13 @@ import sys
 from collections import Counter
 
 SCOPES = {
-    "status": ["models.xǁBookRequestǁ*", "models.x_decided*", "models.x_lock_users*"],
-    "claims": ["models.xǁReportǁ*"],
-    "auth": ["auth.*", "models.xǁUserǁ*", "models.xǁRevokedTokenǁ*"],
+    "status": [
+        "models.book_requests.xǁBookRequestǁ*",
+        "models.book_requests.x_decided*",
+        "models.users.x_lock_users*",
+    ],
+    "claims": ["models.reports.xǁReportǁ*", "models.report_chunks.xǁReportChunkǁ*"],
+    "auth": ["auth.*", "login_sessions.*", "models.users.xǁUserǁ*"],
     "rendering": ["report_builder.*"],
     "mail": ["mail.*"],
 }

@@ -1,0 +1,60 @@
+"""The database handle, the declarative base, UTC time, and the errors business rules raise."""
+
+from datetime import datetime, timezone
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import DateTime, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase
+
+
+class DomainError(Exception):
+    """A business rule said no; errors.py turns each kind into its HTTP status."""
+
+    def __init__(self, message, **extra):
+        super().__init__(message)
+        self.message = message
+        # more fields for the error body, e.g. the id of the report still in the way
+        self.extra = extra
+
+
+class Conflict(DomainError):
+    pass
+
+
+class Unavailable(DomainError):
+    """Not now, but the same request may well succeed in a moment."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# objects stay readable after commit: views return what they just saved without a re-read;
+# code that changes rows behind the session's back calls refresh() itself
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+
+UTC = timezone.utc
+
+
+def utcnow():
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Store naive UTC (SQLite has no time zones) and hand back aware UTC datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    @property
+    def python_type(self):
+        return datetime
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=UTC) if value is not None else None
