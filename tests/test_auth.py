@@ -1,12 +1,15 @@
 """Accounts and sessions: register, login, refresh, logout and me."""
 
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
+from login_sessions import LoginSession
 from models import User, db, utcnow
+from tests.factories import add_user
 
 
 def test_patron_registers_and_sees_own_account(client, auth):
@@ -143,6 +146,41 @@ def test_reusing_a_spent_refresh_token_ends_the_session(client, auth):
     for token in (rotated["access_token"], tokens["access_token"]):
         assert client.get("/me", headers=bearer(token)).status_code == 401
     assert client.post("/refresh", headers=bearer(rotated["refresh_token"])).status_code == 401
+
+
+def test_a_rotation_spends_only_the_presented_token_of_its_own_live_session(app):
+    """The conditional UPDATE behind /refresh: what two racing refreshes rely on."""
+    with app.app_context():
+        mine = LoginSession.start(add_user("rotating"))
+        theirs = LoginSession.start(add_user("bystander"))
+        first_jti, their_jti = mine.refresh_jti, theirs.refresh_jti
+        next_jti = LoginSession.rotate(mine.id, first_jti)
+        assert uuid.UUID(next_jti) and next_jti != first_jti
+        # the spent token, or another session's, spends nothing
+        assert LoginSession.rotate(mine.id, first_jti) is None
+        assert LoginSession.rotate(mine.id, their_jti) is None
+        db.session.expire_all()
+        assert db.session.get(LoginSession, mine.id).refresh_jti == next_jti
+        assert db.session.get(LoginSession, theirs.id).refresh_jti == their_jti
+        # each rotation hands out a new jti
+        assert LoginSession.rotate(theirs.id, their_jti) not in (None, next_jti, their_jti)
+        # an ended session's current token is refused too
+        LoginSession.end(mine.id)
+        assert LoginSession.rotate(mine.id, next_jti) is None
+
+
+def test_ending_sessions_again_keeps_when_each_one_ended(app):
+    with app.app_context():
+        user = add_user("twice")
+        first, second = LoginSession.start(user), LoginSession.start(user)
+        LoginSession.end(first.id)
+        db.session.expire_all()
+        ended = db.session.get(LoginSession, first.id).revoked_at
+        assert ended is not None
+        LoginSession.end_all(user.id)
+        db.session.expire_all()
+        assert db.session.get(LoginSession, first.id).revoked_at == ended
+        assert db.session.get(LoginSession, second.id).revoked_at >= ended
 
 
 def test_logout_with_the_access_token_ends_the_whole_session(client, auth):

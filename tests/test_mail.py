@@ -3,12 +3,18 @@
 import email
 import logging
 import re
+import ssl
+import stat
+import subprocess
 import uuid
 from email import policy
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
-from mail import build_message, send_mail
+from mail import absolute_url, build_message, send_mail
+from tests.servers import MailSink, free_port
 
 ATTACHMENT = ("report-all.csv", b"id,book_name\r\n1,Dune\r\n", "text/csv")
 
@@ -40,6 +46,20 @@ def test_message_has_every_header_part_and_attachment(mail_config):
     assert attachment.get_content().encode() == ATTACHMENT[1]
 
 
+def test_text_attachments_say_utf_8_and_binary_ones_stay_bytes(mail_config):
+    png = b"\x89PNG\r\n\x1a\n\x00"
+    message = build_message(
+        "reader@example.org",
+        "Files",
+        "see attached",
+        attachments=[ATTACHMENT, ("chart.png", png, "image/png")],
+    )
+    text, image = message.iter_attachments()
+    assert (text.get_content_type(), text.get_content_charset()) == ("text/csv", "utf-8")
+    assert (image.get_content_type(), image.get_content_charset()) == ("image/png", None)
+    assert (image.get_filename(), image.get_content()) == ("chart.png", png)
+
+
 def test_message_without_html_or_attachments_is_plain_text(mail_config):
     message = build_message("reader@example.org", "Overdue", "bring it back")
     assert message.get_content_type() == "text/plain"
@@ -66,29 +86,43 @@ def test_file_backend_writes_one_eml_to_the_outbox(mail_config, tmp_path, caplog
         send_mail("file@example.org", "To a file", "hello", attachments=[ATTACHMENT])
     [path] = outbox.iterdir()
     assert path.suffix == ".eml"
+    # mail holds personal data and login links: the owner's only
+    assert stat.S_IMODE(outbox.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
     assert (message["To"], message["Subject"]) == ("file@example.org", "To a file")
     assert [a.get_filename() for a in message.iter_attachments()] == ["report-all.csv"]
     assert f"mail to file@example.org written to {path}" in caplog.text
+    # the next mail goes into the same folder, beside the first
+    send_mail("file@example.org", "Again", "hello")
+    assert len(list(outbox.iterdir())) == 2
 
 
 def test_console_backend_logs_the_mail_without_attachment_bodies(mail_config, caplog):
     mail_config.update(MAIL_BACKEND="console", MAIL_DEFAULT_SENDER="library@example.org")
+    chart = ("chart.png", b"\x89PNG", "image/png")
     with caplog.at_level(logging.INFO, logger="mail"):
-        send_mail("console@example.org", "On screen", "the words", attachments=[ATTACHMENT])
-    logged = caplog.text
-    attached = f"Attachments: report-all.csv ({len(ATTACHMENT[1])} bytes)"
-    for line in ("From: library@example.org", "To: console@example.org", "Subject: On screen",
-                 attached, "the words"):  # fmt: skip
-        assert line in logged
-    assert "1,Dune" not in logged
+        send_mail("console@example.org", "On screen", "the words", attachments=[ATTACHMENT, chart])
+    [logged] = [record.getMessage() for record in caplog.records if record.name == "mail"]
+    rule = "-" * 72
+    assert logged.split("\n") == [
+        "mail (MAIL_BACKEND=console)",
+        rule,
+        "From: library@example.org",
+        "To: console@example.org",
+        "Subject: On screen",
+        f"Attachments: report-all.csv ({len(ATTACHMENT[1])} bytes), chart.png (4 bytes)",
+        "",
+        "the words",
+        rule,
+    ]
 
 
 def test_console_backend_says_when_nothing_is_attached(mail_config, caplog):
     mail_config["MAIL_BACKEND"] = "console"
     with caplog.at_level(logging.INFO, logger="mail"):
         send_mail("console@example.org", "Bare", "text only")
-    assert "Attachments: none" in caplog.text
+    assert "\nAttachments: none\n" in caplog.text
 
 
 def test_unknown_backend_is_a_clear_error(mail_config):
@@ -97,3 +131,71 @@ def test_unknown_backend_is_a_clear_error(mail_config):
         ValueError, match="Unknown MAIL_BACKEND 'pigeon': use console, file or smtp"
     ):
         send_mail("x@example.org", "never", "sent")
+
+
+def test_links_in_mail_join_the_public_address_with_one_slash(mail_config):
+    for base in ("http://library.test:8080", "http://library.test:8080/"):
+        mail_config["PUBLIC_BASE_URL"] = base
+        assert absolute_url("/reports/7") == "http://library.test:8080/reports/7"
+
+
+class Logins:
+    """An aiosmtpd authenticator that accepts anyone and remembers how each logged in."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        self.seen.append(
+            (auth_data.login.decode(), auth_data.password.decode(), session.ssl is not None)
+        )
+        return AuthResult(success=True)
+
+
+@pytest.fixture
+def tls_smtp_server(tmp_path):
+    """An SMTP server that takes mail only after STARTTLS, and logs in whoever asks."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sink, logins = MailSink(), Logins()
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=context,
+        require_starttls=True,
+        authenticator=logins,
+        auth_require_tls=True,
+    )
+    controller.start()
+    yield controller, sink, logins
+    controller.stop()
+
+
+@pytest.mark.parametrize(
+    "username, password, login",
+    [("mailer", "s3cret", [("mailer", "s3cret", True)]), ("mailer", None, [("mailer", "", True)]),
+     (None, None, [])],
+)  # fmt: skip
+def test_smtp_backend_starts_tls_then_logs_in_when_configured(
+    mail_config, tls_smtp_server, username, password, login
+):
+    controller, sink, logins = tls_smtp_server
+    mail_config.update(
+        MAIL_BACKEND="smtp",
+        MAIL_SERVER="127.0.0.1",
+        MAIL_PORT=controller.port,
+        MAIL_USE_TLS=True,
+        MAIL_USERNAME=username,
+        MAIL_PASSWORD=password,
+    )
+    send_mail("tls@example.org", "Over TLS", "hello")
+    assert [m["Subject"] for m in sink.messages] == ["Over TLS"]
+    assert logins.seen == login

@@ -9,6 +9,7 @@ import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token
 
+from login_sessions import LoginSession
 from models import User, db
 from tests.factories import assert_unauthorized
 from tests.sessions import session_tokens
@@ -131,10 +132,11 @@ def test_token_of_a_deleted_user(client, app, patron):
     assert_unauthorized(client.post("/refresh", headers=refresh))
 
 
-@pytest.mark.parametrize("subject", ["abc", "", "-1", "1.5"])
+@pytest.mark.parametrize("subject", ["abc", "", "-1", "1.5", "9" * 30])
 def test_token_with_a_strange_subject(client, app, subject):
     with app.app_context():
-        token = create_access_token(identity=subject)
+        # every required claim is there, so the subject itself is what gets checked
+        token = create_access_token(identity=subject, additional_claims={"sid": "no-session"})
     assert_unauthorized(client.get("/me", headers={"Authorization": f"Bearer {token}"}))
 
 
@@ -158,6 +160,32 @@ def test_tokens_carry_the_user_id_as_a_string_subject(app, patron):
     # both tokens of a login carry the same session, which /logout ends as a whole
     assert refresh["sid"] == payload["sid"]
     assert (payload["iss"], payload["aud"]) == ("library-api", "library-api")
+
+
+def test_login_tokens_name_their_session_and_end_with_it(client, app, patron):
+    tokens = patron["tokens"]
+    assert (tokens["token_type"], tokens["expires_in"]) == ("Bearer", 900)
+    key = app.config["JWT_SECRET_KEY"]
+    access = pyjwt.decode(tokens["access_token"], key, algorithms=["HS256"], audience="library-api")
+    refresh = pyjwt.decode(
+        tokens["refresh_token"], key, algorithms=["HS256"], audience="library-api"
+    )
+    with app.app_context():
+        session = db.session.get(LoginSession, access["sid"])
+        assert session.user_id == patron["id"]
+        assert refresh["jti"] == session.refresh_jti
+        # the refresh token lasts as long as its session (to the second it is minted in)
+        assert 0 <= refresh["exp"] - int(session.expires_at.timestamp()) <= 1
+    assert access["exp"] - access["iat"] == 900
+    # a rotated refresh token keeps the session's end, however often it is rotated
+    rotated = client.post(
+        "/refresh", headers={"Authorization": f"Bearer {tokens['refresh_token']}"}
+    ).json
+    again = pyjwt.decode(
+        rotated["refresh_token"], key, algorithms=["HS256"], audience="library-api"
+    )
+    assert (again["sid"], again["exp"]) == (refresh["sid"], refresh["exp"])
+    assert again["jti"] != refresh["jti"]
 
 
 def live_claims(app, user_id):

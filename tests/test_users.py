@@ -25,10 +25,13 @@ def test_librarian_promotes_and_demotes(client, auth):
 
 def test_last_librarian_cannot_be_demoted(client, app, auth):
     librarian_user, librarian = auth.librarian()
+    # an active patron is no librarian to keep
+    auth.register()
     response = client.patch(
         f"/users/{librarian_user['id']}", json={"role": "user"}, headers=librarian
     )
     assert response.status_code == 409
+    assert response.json["message"] == "Cannot demote the last librarian."
     with app.app_context():
         assert db.session.get(User, librarian_user["id"]).role == "admin"
 
@@ -194,14 +197,23 @@ def test_librarian_disables_and_enables_an_account(client, auth):
 
 def test_the_last_librarian_cannot_be_disabled(client, app, auth):
     librarian_user, librarian = auth.librarian()
+    auth.register()
     response = client.patch(
         f"/users/{librarian_user['id']}", json={"active": False}, headers=librarian
     )
     assert response.status_code == 409
-    assert "last librarian" in response.json["message"]
+    assert response.json["message"] == "Cannot disable the last librarian."
     with app.app_context():
         assert db.session.get(User, librarian_user["id"]).active is True
     assert client.get("/me", headers=librarian).status_code == 200
+
+
+def test_the_last_librarian_may_confirm_their_own_role_and_access(client, auth):
+    librarian_user, librarian = auth.librarian()
+    for body in ({"role": "admin"}, {"active": True}, {"role": "admin", "active": True}):
+        response = client.patch(f"/users/{librarian_user['id']}", json=body, headers=librarian)
+        assert response.status_code == 200, (body, response.json)
+        assert (response.json["role"], response.json["active"]) == ("admin", True)
 
 
 def test_a_disabled_librarian_does_not_count_as_the_last_one(client, auth):
