@@ -54,6 +54,21 @@ def export_report(month, scope=ReportScope.PATRON):
     return report, 202, {"Location": f"/reports/{report.id}"}
 
 
+def export_view(month_in_body=True):
+    """Parse the month (from the query, and the body too), document the 202, 409, 429, 503."""
+
+    def decorate(view):
+        view = blp.error_responses(429, 503)(view)
+        active = "a report is still active"
+        view = blp.alt_response(409, schema=ReportConflictSchema, description=active)(view)
+        view = blp.response(202, ReportSchema)(view)
+        if month_in_body:
+            view = blp.arguments(ExportArgsSchema, required=False)(view)
+        return blp.arguments(ExportArgsSchema, location="query")(view)
+
+    return decorate
+
+
 @blp.route("/export-report")
 class ExportReport(MethodView):
     # jwt_required runs first (it is last here), so the limit can be counted per user; the
@@ -61,20 +76,13 @@ class ExportReport(MethodView):
     decorators = [per_user_limit("EXPORT_RATE_LIMIT"), jwt_required()]
 
     @blp.auth_required()
-    @blp.arguments(ExportArgsSchema, location="query")
-    @blp.response(202, ReportSchema)
-    @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
-    @blp.error_responses(429, 503)
+    @export_view(month_in_body=False)
     def get(self, args):
         """Export a report of your requests (optional month=YYYY-MM)"""
         return export_report(args["month"])
 
     @blp.auth_required()
-    @blp.arguments(ExportArgsSchema, location="query")
-    @blp.arguments(ExportArgsSchema, required=False)
-    @blp.response(202, ReportSchema)
-    @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
-    @blp.error_responses(429, 503)
+    @export_view()
     def post(self, query_args, body_args):
         """Export a report of your requests (month in the body or the query)"""
         return export_report(body_args["month"] or query_args["month"])
@@ -86,11 +94,7 @@ class LibraryReportExport(MethodView):
     decorators = [per_user_limit("EXPORT_RATE_LIMIT"), jwt_required()]
 
     @blp.auth_required(admin=True)
-    @blp.arguments(ExportArgsSchema, location="query")
-    @blp.arguments(ExportArgsSchema, required=False)
-    @blp.response(202, ReportSchema)
-    @blp.alt_response(409, schema=ReportConflictSchema, description="a report is still active")
-    @blp.error_responses(429, 503)
+    @export_view()
     def post(self, query_args, body_args):
         """Export the library-wide report (librarians; month in the body or the query)"""
         month = body_args["month"] or query_args["month"]

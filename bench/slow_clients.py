@@ -16,20 +16,21 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
+sys.path.insert(1, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from loadgen import Client, percentile, run_load  # noqa: E402
 from nginx_conf import render  # noqa: E402
 from run import BIN, Managed, free_port, process_jiffies, wait_for  # noqa: E402
+
+from tests.servers import SlowClients  # noqa: E402
 
 MODES = {
     "sync": "gunicorn sync, alone",
@@ -39,52 +40,6 @@ MODES = {
 }
 # gunicorn.conf.py as it is, but for the worker class
 WORKER_ARGS = {"sync": "--worker-class sync", "gthread": "--worker-class gthread --threads 8"}
-
-
-class SlowClients:
-    """`count` connections that each send a partial request one byte a second, until stopped."""
-
-    def __init__(self, port, count):
-        self.port = port
-        self.count = count
-        self.sockets = [None] * count
-        self.opened = 0
-        self.dropped = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def open(self):
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-        sock.sendall(b"GET /me HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-        self.opened += 1
-        return sock
-
-    def run(self):
-        while not self.stopping.is_set():
-            for index, sock in enumerate(self.sockets):
-                try:
-                    if sock is None:
-                        self.sockets[index] = self.open()
-                    else:
-                        sock.sendall(b"a")
-                except OSError:
-                    # the server dropped it: close ours and open a fresh one next second
-                    if sock is not None:
-                        sock.close()
-                        self.dropped += 1
-                    self.sockets[index] = None
-            self.stopping.wait(1.0)
-        for sock in self.sockets:
-            if sock is not None:
-                sock.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.thread.join()
 
 
 def probe(port, headers, seconds):

@@ -1,6 +1,6 @@
-"""Helpers the tests share: accounts made directly, bearer headers, common assertions."""
+"""Helpers the tests share: accounts and reports made directly, bearer headers, assertions."""
 
-from models import User, db, password_hasher
+from models import Report, ReportStatus, User, db, password_hasher
 from tests.sessions import session_tokens
 
 PASSWORD = "correct horse"
@@ -33,3 +33,12 @@ def assert_unauthorized(response):
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert set(response.json) == {"code", "status", "message"}
     assert response.json["code"] == 401
+
+
+def start_report(app, user_id):
+    """Record a queued report without publishing it, so that no worker takes it first."""
+    with app.app_context():
+        report = Report(user_id=user_id, status=ReportStatus.QUEUED)
+        db.session.add(report)
+        db.session.commit()
+        return report.id

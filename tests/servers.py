@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from email import message_from_bytes, policy
 
@@ -32,6 +33,32 @@ def wait_for(condition, timeout=20.0, what="condition", interval=0.05):
             return result
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def run_in_root(args, env=None, timeout=120):
+    """Run `args` in the repository's root, output captured as text; return the result."""
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_python(*args, env=None, timeout=120):
+    """Run this interpreter with `args` (`-c CODE`, `-m gunicorn ...`) in the repository's root."""
+    return run_in_root([sys.executable, *args], env, timeout)
+
+
+def run_flask(*args, env=None, timeout=120):
+    """Run `flask --app app ARGS` in the repository's root; return the result."""
+    return run_in_root([os.path.join(BIN, "flask"), "--app", "app", *args], env, timeout)
+
+
+def fresh_instance_env(tmp_path, **settings):
+    """os.environ with an instance of its own in `tmp_path`: a new SQLite database, a secret."""
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/library.db",
+        "INSTANCE_PATH": str(tmp_path),
+        "JWT_SECRET_KEY": "x" * 40,
+        **settings,
+    }
 
 
 class RedisServer:
@@ -205,3 +232,58 @@ def start_smtp(port=None):
     controller = Controller(sink, hostname="127.0.0.1", port=port or free_port())
     controller.start()
     return controller, sink
+
+
+def pool_processes(worker):
+    """The pids of a Celery worker's pool processes (its children)."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    return [int(pid) for pid in children]
+
+
+class SlowClients:
+    """`count` connections that each send a partial request one byte a second, until stopped.
+
+    A connection the server drops is closed and opened again the next second.
+    """
+
+    def __init__(self, port, count):
+        self.port = port
+        self.sockets = [None] * count
+        self.opened = 0
+        self.dropped = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def open(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        self.opened += 1
+        sock.sendall(b"GET /me HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        return sock
+
+    def run(self):
+        while not self.stopping.is_set():
+            for index, sock in enumerate(self.sockets):
+                try:
+                    if sock is None:
+                        self.sockets[index] = self.open()
+                    else:
+                        sock.sendall(b"a")
+                except OSError:
+                    if sock is not None:
+                        sock.close()
+                        self.dropped += 1
+                    self.sockets[index] = None
+            self.stopping.wait(1.0)
+        for sock in self.sockets:
+            if sock is not None:
+                sock.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(timeout=30)

@@ -1,12 +1,9 @@
 """One JSON error shape for every error from every layer; never HTML, never a traceback."""
 
-import subprocess
-import sys
-
 import pytest
 
 from models import User, db
-from tests.servers import ROOT
+from tests.servers import run_python
 
 
 def assert_error_shape(response, code):
@@ -114,13 +111,6 @@ def test_rate_limit_can_be_switched_off(service_env):
         "print(sorted({client.post('/login', json=body).status_code for _ in range(3)}))\n"
     )
     env = {**service_env, "RATELIMIT_ENABLED": "false", "LOGIN_RATE_LIMIT": "1 per minute"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python("-c", code, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[401]"

@@ -1,12 +1,10 @@
 """A setting that stops the app stops gunicorn once, in the master, before any worker."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+from tests.servers import BIN, run_in_root
+
+GUNICORN = os.path.join(BIN, "gunicorn")
 
 
 def test_gunicorn_without_a_jwt_secret_stops_once_with_the_message(tmp_path):
@@ -17,14 +15,7 @@ def test_gunicorn_without_a_jwt_secret_stops_once_with_the_message(tmp_path):
         "BIND": "127.0.0.1:0",
         "WEB_CONCURRENCY": "3",
     }
-    result = subprocess.run(
-        [GUNICORN, "--config", "gunicorn.conf.py", "app:create_app()"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_in_root([GUNICORN, "--config", "gunicorn.conf.py", "app:create_app()"], env)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert output.count("JWT_SECRET_KEY is not set") == 1, output

@@ -1,12 +1,10 @@
 """The project's shape: modules import alone, nothing shadows a dependency, docs are served."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.servers import ROOT
+from tests.servers import ROOT, fresh_instance_env, run_flask, run_python
 
 MODULES = [
     "app",
@@ -33,13 +31,7 @@ MODULES = [
 
 @pytest.mark.parametrize("module", MODULES)
 def test_module_imports_alone_in_a_fresh_interpreter(module):
-    result = subprocess.run(
-        [sys.executable, "-c", f"import {module}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python("-c", f"import {module}")
     assert result.returncode == 0, result.stderr
 
 
@@ -53,7 +45,7 @@ def test_module_imports_alone_in_a_fresh_interpreter(module):
     ids=["tasks", "celery_worker"],
 )
 def test_modules_do_not_import_the_app(code):
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
 
 
@@ -96,14 +88,7 @@ def test_production_start_without_a_jwt_secret_stops_with_one_line(tmp_path):
         "AUTO_MIGRATE": "false",
         "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", "from app import create_app; create_app()"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python("-c", "from app import create_app; create_app()", env=env)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("JWT_SECRET_KEY is not set")
     assert "Traceback" not in result.stderr
@@ -118,52 +103,20 @@ def test_development_secret_is_generated_once_and_reused(tmp_path):
         "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
     }
     code = "from app import create_app; print(create_app().config['JWT_SECRET_KEY'])"
-    first, second = (
-        subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout.strip()
-        for _ in range(2)
-    )
+    first, second = (run_python("-c", code, env=env).stdout.strip() for _ in range(2))
     assert len(first) >= 32 and first == second
     assert oct((tmp_path / "jwt-secret").stat().st_mode & 0o777) == "0o600"
 
 
 def test_migrations_match_the_models(tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/check.db",
-        "JWT_SECRET_KEY": "x" * 40,
-        "INSTANCE_PATH": str(tmp_path),
-    }
-    flask = os.path.join(os.path.dirname(sys.executable), "flask")
-    result = subprocess.run(
-        [flask, "--app", "app", "db", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_flask("db", "check", env=fresh_instance_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No new upgrade operations detected" in result.stdout + result.stderr
 
 
 def test_app_module_also_offers_an_app_object_for_wsgi_servers(tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
-        "JWT_SECRET_KEY": "x" * 40,
-        "INSTANCE_PATH": str(tmp_path),
-    }
     code = "import app; from flask import Flask; assert isinstance(app.app, Flask); print('ok')"
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_python("-c", code, env=fresh_instance_env(tmp_path))
     assert result.stdout.strip() == "ok", result.stderr
 
 
@@ -178,14 +131,7 @@ def start_up(tmp_path, *command, **settings):
         **settings,
     }
     command = command or ("-c", "from app import create_app; create_app(); print('started')")
-    return subprocess.run(
-        [sys.executable, *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python(*command, env=env)
 
 
 def assert_stopped_with(result, message):
@@ -277,25 +223,11 @@ def test_accounts_migration_keeps_data_and_stops_id_reuse_on_sqlite(tmp_path):
     """The user table is rebuilt for AUTOINCREMENT: nothing may cascade away with it."""
     import sqlite3
 
-    path = tmp_path / "old.db"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{path}",
-        "JWT_SECRET_KEY": "x" * 40,
-        "INSTANCE_PATH": str(tmp_path),
-        "AUTO_MIGRATE": "false",
-    }
-    flask = os.path.join(os.path.dirname(sys.executable), "flask")
+    path = tmp_path / "library.db"
+    env = fresh_instance_env(tmp_path, AUTO_MIGRATE="false")
 
     def upgrade(*revision):
-        result = subprocess.run(
-            [flask, "--app", "app", "db", "upgrade", *revision],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_flask("db", "upgrade", *revision, env=env)
         assert result.returncode == 0, result.stderr
 
     upgrade("c3e9f1a7b254")

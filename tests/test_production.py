@@ -5,14 +5,20 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 
 import pytest
 import requests
 
-from tests.servers import BIN, ManagedProcess, free_port, killed_on_failure, wait_for
+from tests.servers import (
+    BIN,
+    ManagedProcess,
+    SlowClients,
+    free_port,
+    killed_on_failure,
+    wait_for,
+)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 from nginx_conf import render  # noqa: E402
@@ -62,45 +68,6 @@ def production(service_env, tmp_path_factory):
     yield url, port, api, proxy
     proxy.kill()
     api.kill()
-
-
-class SlowClients:
-    """Connections that each send a partial header, one byte a second, reopened when dropped."""
-
-    def __init__(self, port, count):
-        self.port = port
-        self.sockets = [None] * count
-        self.opened = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stopping.is_set():
-            for index, sock in enumerate(self.sockets):
-                try:
-                    if sock is None:
-                        sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-                        self.sockets[index] = sock
-                        self.opened += 1
-                        sock.sendall(b"GET /me HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-                    else:
-                        sock.sendall(b"a")
-                except OSError:
-                    if sock is not None:
-                        sock.close()
-                    self.sockets[index] = None
-            self.stopping.wait(1.0)
-        for sock in self.sockets:
-            if sock is not None:
-                sock.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.thread.join(timeout=30)
 
 
 def login(url, name):

@@ -2,13 +2,10 @@
 X-Forwarded-For header a client sends changes nothing."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.servers import run_python
 
 # a process of its own: the limiter is one object per process, shared by every app
 CODE = """
@@ -32,14 +29,7 @@ def login_statuses(service_env, trusted_proxies):
         "LOGIN_RATE_LIMIT": "2 per minute",
         "TRUSTED_PROXIES": str(trusted_proxies),
     }
-    result = subprocess.run(
-        [sys.executable, "-c", CODE],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python("-c", CODE, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

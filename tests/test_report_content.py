@@ -8,8 +8,9 @@ from html import escape
 import pytest
 from sqlalchemy import insert
 
-from models import BookRequest, Report, ReportStatus, db, utcnow
+from models import BookRequest, Report, db, utcnow
 from report_builder import build_once, mail_once
+from tests.factories import start_report
 from tests.servers import wait_for
 
 # one hostile value per field the HTML shows; each breaks out of its cell if left raw
@@ -90,12 +91,3 @@ def test_every_csv_field_is_defused_as_a_formula(built, first):
         for field in CSV_FIELDS:
             assert parsed[0][field] == "'" + rows[0][field], f"{field} in the {where}"
             assert parsed[1][field] == rows[1][field], f"{field} in the {where}"
-
-
-def start_report(app, user_id):
-    """Record a queued report without publishing it, so that no worker takes it first."""
-    with app.app_context():
-        report = Report(user_id=user_id, status=ReportStatus.QUEUED)
-        db.session.add(report)
-        db.session.commit()
-        return report.id

@@ -10,6 +10,7 @@ from sqlalchemy import func, insert, select
 
 from models import BookRequest, Report, ReportChunk, ReportStatus, db, utcnow
 from report_builder import build_once, mail_once
+from tests.factories import start_report
 
 # these builds run in process: a worker's sweep would publish and take them first
 pytestmark = pytest.mark.usefixtures("no_worker")
@@ -92,12 +93,3 @@ def test_many_small_chunks_come_back_whole_and_in_order(app, auth, client, monke
     html = client.get(f"/reports/{report_id}/download?format=html", headers=headers)
     text = html.get_data(as_text=True)
     assert text.rstrip().endswith("</html>") and text.count("<tr><td>") == 120
-
-
-def start_report(app, user_id):
-    """Record a queued report without publishing it, so that no worker takes it first."""
-    with app.app_context():
-        report = Report(user_id=user_id, status=ReportStatus.QUEUED)
-        db.session.add(report)
-        db.session.commit()
-        return report.id

@@ -5,7 +5,6 @@ import io
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from models import (
     utcnow,
 )
 from report_builder import BUILD_FAILED
-from tests.servers import free_port, start_smtp, start_worker, wait_for
+from tests.servers import free_port, pool_processes, start_smtp, start_worker, wait_for
 
 
 def add_requests(app, user_id, count, book_name="Book", **values):
@@ -528,11 +527,8 @@ def test_pool_process_killed_mid_report_is_redelivered_at_once(client, app, auth
     worker = workers.ensure()
     user, headers, report_id = export_half_built_report(client, app, auth)
     # only the pool process dies; the worker's main process hands the message out again
-    children = subprocess.run(
-        ["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True
-    ).stdout.split()
-    for pid in children:
-        os.kill(int(pid), signal.SIGKILL)
+    for pid in pool_processes(worker):
+        os.kill(pid, signal.SIGKILL)
     # no sweeper here: the redelivered message itself takes the dead build over
     report = wait_for_report(app, report_id, timeout=60)
     assert report.row_count == 150_000 and report.attempts == 2

@@ -1,31 +1,12 @@
 """A fresh database gets its schema quietly; a migrated one is left to the operator."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-FLASK = os.path.join(os.path.dirname(sys.executable), "flask")
+from tests.servers import fresh_instance_env, run_flask
 
 
-def flask(tmp_path, *args):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/library.db",
-        "INSTANCE_PATH": str(tmp_path),
-        "JWT_SECRET_KEY": "x" * 40,
-        "AUTO_MIGRATE": "true",
-    }
+def flask(tmp_path, *args, auto_migrate="true"):
+    env = fresh_instance_env(tmp_path, AUTO_MIGRATE=auto_migrate)
     env.pop("FLASK_APP", None)
-    result = subprocess.run(
-        [FLASK, "--app", "app", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_flask(*args, env=env)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -66,22 +47,6 @@ def test_a_downgrade_stays_down_until_the_operator_upgrades(tmp_path):
 
 
 def test_auto_migrate_off_leaves_a_fresh_database_empty(tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/library.db",
-        "INSTANCE_PATH": str(tmp_path),
-        "JWT_SECRET_KEY": "x" * 40,
-        "AUTO_MIGRATE": "false",
-    }
-    subprocess.run(
-        [FLASK, "--app", "app", "routes"], cwd=ROOT, env=env, check=True, capture_output=True
-    )
-    current = subprocess.run(
-        [FLASK, "--app", "app", "db", "current"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    flask(tmp_path, "routes", auto_migrate="false")
+    current = flask(tmp_path, "db", "current", auto_migrate="false")
     assert current.stdout.strip() == ""

@@ -6,7 +6,6 @@ on RabbitMQ when TEST_AMQP_URL is set. A report must be done within 60 s of the 
 
 import os
 import signal
-import subprocess
 import time
 from datetime import timedelta
 
@@ -15,7 +14,7 @@ import requests
 
 from models import utcnow
 from tests.conftest import create_postgres_database, drop_postgres_database
-from tests.servers import wait_for
+from tests.servers import pool_processes, wait_for
 from tests.stack import Stack
 
 STACKS = ["sqlite-redis"]
@@ -76,6 +75,25 @@ def assert_built_and_mailed_once(stack, user, report_id, attempts=1):
     return report
 
 
+def export_partly_built(stack, rows, below):
+    """Start a worker and a patron's export of `rows` rows; return them once it is under way."""
+    worker = stack.start_worker()
+    user = stack.patron(rows=rows)
+    report_id = stack.export(user).json()["id"]
+    wait_for(
+        lambda: 0 < stack.report(report_id).progress < below,
+        timeout=60,
+        interval=0.02,
+        what="report half built",
+    )
+    return worker, user, report_id
+
+
+def csv_lines(stack, user, report_id):
+    url = f"{stack.api.url}/reports/{report_id}/download?format=csv"
+    return requests.get(url, headers=user["headers"], timeout=60).text.count("\n")
+
+
 def test_a_export_with_the_broker_down_is_built_after_it_and_the_worker_restart(terminals):
     stack = terminals
     worker = stack.start_worker()
@@ -111,26 +129,13 @@ def test_a_broker_restart_under_a_running_worker_loses_nothing(terminals):
 
 def test_b_worker_killed_mid_build_and_started_again(terminals):
     stack = terminals
-    worker = stack.start_worker()
-    user = stack.patron(rows=100_000)
-    report_id = stack.export(user).json()["id"]
-    wait_for(
-        lambda: 0 < stack.report(report_id).progress < 0.6,
-        timeout=60,
-        interval=0.02,
-        what="report half built",
-    )
+    worker, user, report_id = export_partly_built(stack, rows=100_000, below=0.6)
     worker.kill()  # SIGKILL to the worker and its pool processes
     assert stack.report(report_id).status == "running"
     stack.start_worker()
     report = assert_built_and_mailed_once(stack, user, report_id, attempts=2)
     assert report.row_count == 100_000
-    csv = requests.get(
-        f"{stack.api.url}/reports/{report_id}/download?format=csv",
-        headers=user["headers"],
-        timeout=60,
-    )
-    assert csv.text.count("\n") == 100_001
+    assert csv_lines(stack, user, report_id) == 100_001
 
 
 def test_c_export_with_no_worker_then_an_empty_broker_then_a_worker(terminals):
@@ -226,24 +231,9 @@ def test_health_with_the_broker_down_is_503_and_says_so(terminals):
         assert health.json()["worker"] == "unknown" and health.json()["workers"] is None
 
 
-def pool_processes(worker):
-    children = subprocess.run(
-        ["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True
-    ).stdout.split()
-    return [int(pid) for pid in children]
-
-
 def test_a_paused_build_taken_over_cannot_touch_the_finished_report(terminals):
     stack = terminals
-    paused_worker = stack.start_worker()
-    user = stack.patron(rows=150_000)
-    report_id = stack.export(user).json()["id"]
-    wait_for(
-        lambda: 0 < stack.report(report_id).progress < 0.5,
-        timeout=60,
-        interval=0.02,
-        what="report half built",
-    )
+    paused_worker, user, report_id = export_partly_built(stack, rows=150_000, below=0.5)
     (pool_process,) = pool_processes(paused_worker)
     # a GC, lock wait or VM pause of the build, longer than REPORT_STALE_SECONDS
     pause_between_writes(stack, pool_process)
@@ -274,12 +264,7 @@ def test_a_paused_build_taken_over_cannot_touch_the_finished_report(terminals):
         if "RestartFreqExceeded" not in trace and "ConnectionReset" not in trace
     ]
     assert builds == []
-    csv = requests.get(
-        f"{stack.api.url}/reports/{report_id}/download?format=csv",
-        headers=user["headers"],
-        timeout=60,
-    )
-    assert csv.text.count("\n") == 150_001
+    assert csv_lines(stack, user, report_id) == 150_001
     wait_for(lambda: stack.mails_to(user), what="report mail")
     assert len(stack.mails_to(user)) == 1
 
