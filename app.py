@@ -20,11 +20,12 @@ import reports
 import users
 import verification
 from api_docs import swagger_ui_assets
-from config import check_jwt_settings, default_config, ensure_jwt_secret, warn_dev_public_url
+from config import default_config
 from extensions import api, jwt, limiter, migrate
 from models import db
 from schemas import UserUpdateSchema
 from seed import register_seed_command
+from start_checks import check_jwt_settings, ensure_jwt_secret, warn_dev_public_url
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 

@@ -24,6 +24,6 @@ control_socket_disable = True
 
 def on_starting(server):
     """Check the settings in the master: a bad one stops gunicorn once, not every worker."""
-    from config import check_before_workers
+    from start_checks import check_before_workers
 
     check_before_workers()

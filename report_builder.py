@@ -3,6 +3,7 @@
 A build streams the report's rows a page at a time, hands each page to the renderer of
 every format in report_formats.FORMATS, and stores what they write as compressed chunks.
 The Celery tasks in tasks.py call `build_once` and `mail_once`; seed.py calls `build_report`.
+Which reports a month starts with is decided in monthly_reports.py.
 """
 
 import logging
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app, render_template
 from sqlalchemy import String, and_, select, true, type_coerce
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 import library_report
 from mail import TRANSIENT_MAIL_ERRORS, absolute_url, send_mail
@@ -19,7 +20,6 @@ from models import (
     UTC,
     BookRequest,
     LostReport,
-    Report,
     ReportScope,
     User,
     UTCDateTime,
@@ -85,10 +85,6 @@ def month_bounds(month):
     start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     following = (start + timedelta(days=32)).replace(day=1)
     return start, following
-
-
-def previous_month(now):
-    return (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
 
 
 def report_filter(report):
@@ -263,52 +259,3 @@ def report_mail(report):
         "html": html,
         "attachments": attachments,
     }
-
-
-def start_monthly_reports(month):
-    """Record `month`'s reports: every active patron's own, and the library's for each librarian.
-
-    Returns the reports recorded; a report already made for the month is not made again.
-    """
-    start, following = month_bounds(month)
-    patron_ids = db.session.scalars(
-        select(BookRequest.user_id)
-        .where(BookRequest.request_date >= start, BookRequest.request_date < following)
-        .distinct()
-        .order_by(BookRequest.user_id)
-    ).all()
-    librarian_ids = db.session.scalars(
-        select(User.id).where(User.role == "admin").order_by(User.id)
-    ).all()
-    wanted = [(user_id, ReportScope.LIBRARY) for user_id in librarian_ids]
-    wanted += [(user_id, ReportScope.PATRON) for user_id in patron_ids]
-    started = []
-    for user_id, scope in wanted:
-        report = start_monthly_report(user_id, month, scope, following)
-        if report is not None:
-            started.append(report)
-    return started
-
-
-def start_monthly_report(user_id, month, scope, following):
-    """Record one monthly report unless it exists; None when it does or one is in progress."""
-    already = db.session.scalar(
-        select(Report.id).where(
-            Report.user_id == user_id,
-            Report.month == month,
-            Report.scope == scope,
-            Report.created_at >= following,
-        )
-    )
-    if already:
-        return None
-    report = Report(user_id=user_id, month=month, scope=scope, enqueued_at=utcnow())
-    db.session.add(report)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # the user has an export running; one active report per user, so this month's waits
-        db.session.rollback()
-        log.info("user %s has a report in progress; monthly %s report skipped", user_id, scope)
-        return None
-    return report

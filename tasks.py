@@ -12,6 +12,7 @@ from celery.utils import uuid
 from flask import render_template
 from sqlalchemy import or_, select
 
+import monthly_reports
 import outbox
 import report_builder
 import retention
@@ -89,8 +90,8 @@ def requeue_stale_reports(any_age: bool = False) -> int:
 @shared_task
 def send_monthly_reports(month: str | None = None) -> int:
     """Start last month's reports: each active patron's, and the library's for each librarian."""
-    month = month or report_builder.previous_month(utcnow())
-    started = report_builder.start_monthly_reports(month)
+    month = month or monthly_reports.previous_month(utcnow())
+    started = monthly_reports.start_monthly_reports(month)
     for report in started:
         enqueue_report(report)
     log.info("monthly reports for %s: %d started", month, len(started))

@@ -9,6 +9,7 @@ from tests.servers import ROOT, fresh_instance_env, run_flask, run_python
 MODULES = [
     "app",
     "config",
+    "start_checks",
     "models",
     "schemas",
     "auth",
@@ -20,6 +21,8 @@ MODULES = [
     "worker_upkeep",
     "tasks",
     "report_builder",
+    "monthly_reports",
+    "schema_fields",
     "mail",
     "errors",
     "extensions",
@@ -160,7 +163,7 @@ def test_weak_token_settings_stop_start_up_with_one_line(tmp_path, settings, mes
 
 
 def test_the_env_example_placeholder_is_the_one_refused():
-    from config import EXAMPLE_JWT_SECRET
+    from start_checks import EXAMPLE_JWT_SECRET
 
     with open(os.path.join(ROOT, ".env.example"), encoding="utf-8") as example:
         assert f"JWT_SECRET_KEY={EXAMPLE_JWT_SECRET}" in example.read()

@@ -261,17 +261,17 @@ def test_bad_library_report_input_is_refused_and_changes_nothing(app, client, au
 
 
 def test_monthly_job_starts_the_library_report_for_each_librarian(app, auth):
-    import report_builder
+    import monthly_reports
 
     librarian, _ = auth.librarian()
     patron, _ = auth.patron()
     now = utcnow()
-    last_month = report_builder.previous_month(now)
+    last_month = monthly_reports.previous_month(now)
     add_request(app, patron["id"], "Dune", RequestStatus.PENDING, now.day + 3)
     with app.app_context():
-        started = report_builder.start_monthly_reports(last_month)
+        started = monthly_reports.start_monthly_reports(last_month)
         made = {(report.user_id, report.scope, report.month) for report in started}
-        again = report_builder.start_monthly_reports(last_month)
+        again = monthly_reports.start_monthly_reports(last_month)
     assert made == {
         (librarian["id"], ReportScope.LIBRARY, last_month),
         (patron["id"], ReportScope.PATRON, last_month),
@@ -300,7 +300,8 @@ def test_median_time_to_decision_of_an_even_count_is_the_mean_of_the_middle_two(
 
 
 def test_production_start_warns_when_mail_links_would_point_at_localhost(app, monkeypatch, caplog):
-    from config import DEV_PUBLIC_BASE_URL, warn_dev_public_url
+    from config import DEV_PUBLIC_BASE_URL
+    from start_checks import warn_dev_public_url
 
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", DEV_PUBLIC_BASE_URL)
