@@ -133,7 +133,7 @@ class ReportDownload(MethodView):
     @blp.doc(responses={"200": DOWNLOAD_RESPONSE})
     @blp.error_responses(404, 409, 410)
     def get(self, args, report_id):
-        """Download a finished report as HTML or CSV"""
+        """Download a finished report in one of its formats (the report's download_urls)"""
         report = get_report(report_id)
         if report.is_expired:
             abort(410, message=expired_message(report))
