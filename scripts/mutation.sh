@@ -11,20 +11,33 @@
 # mutmut copies the code into mutants/, runs the test selection of [tool.mutmut] in
 # pyproject.toml once to learn which tests reach which function, then runs, for each
 # mutant, only the tests that reach its function. A scope stopped by its budget keeps the
-# verdicts it reached; the next run of the same scope carries on from there.
+# verdicts it reached; the next run of the same scope tries only its mutants not yet killed
+# (not checked, survived, no tests), so a survivor is re-checked once a test is added for it.
+# After a change to the mutated code, MUTATION_ALL=1 runs every mutant of the scope again.
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 budget="${MUTATION_BUDGET:-900}"
+# SQLite only: a PostgreSQL pass would double every mutant's run
+unset TEST_DATABASE_URL
+# every mutant runs a test session of its own: it starts from a copy of one migrated
+# database (made by the first session of this run) instead of migrating its own
+mkdir -p mutants
+export TEST_SQLITE_TEMPLATE="$ROOT/mutants/schema.db"
+rm -f "$TEST_SQLITE_TEMPLATE"
 # one process: the machine's other work keeps the second core
 children="${MUTATION_CHILDREN:-1}"
 
 declare -A SCOPES=(
-  [status]="models.book_requests.xǁBookRequestǁ* models.book_requests.x_decided__mutmut_* models.users.x_lock_users__mutmut_*"
+  [status]="models.book_requests.xǁBookRequestǁ* models.book_requests.x_decided__mutmut_*
+    models.users.x_lock_users__mutmut_*"
   [claims]="models.reports.xǁReportǁ* models.report_chunks.xǁReportChunkǁ*"
-  [auth]="auth.* login_sessions.* models.users.xǁUserǁ*"
-  [rendering]="report_builder.*"
+  [auth]="auth.* login_sessions.* models.users.xǁUserǁ* models.users.x_username_key__mutmut_*
+    models.users.x_release_stale_address__mutmut_* models.users.x_conflict_message__mutmut_*"
+  [rendering]="report_builder.* report_formats.* monthly_reports.*
+    library_report.x_pending_rows__mutmut_* library_report.x_overdue_rows__mutmut_*
+    library_report.x_parse_stored__mutmut_* library_report.xǁLibraryHtmlRendererǁ*"
   [mail]="mail.*"
 )
 ORDER=(status claims auth rendering mail)
@@ -35,40 +48,54 @@ for scope in "${scopes[@]}"; do
   [ -n "${SCOPES[$scope]:-}" ] || die "unknown scope '$scope': use ${ORDER[*]}"
 done
 
+# "NAME VERDICT" of every mutant of a scope that mutmut has generated
+verdicts() {
+  mutmut results --all true 2>/dev/null | python -c '
+import fnmatch
+import sys
+
+for line in sys.stdin:
+    name, _, verdict = line.strip().rpartition(": ")
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in sys.argv[1:]):
+        print(name, verdict.replace(" ", "_"))
+' "$@"
+}
+
 # the scopes are globs over mutant names ("mail.*"), never file names
 set -f
 for scope in "${scopes[@]}"; do
-  say "Mutating scope '$scope' (${SCOPES[$scope]}), at most ${budget}s"
   # shellcheck disable=SC2086  # split into one name glob per word
-  timeout --signal=INT "$budget" mutmut run --max-children "$children" ${SCOPES[$scope]} \
+  known=$(verdicts ${SCOPES[$scope]})
+  names=$(awk '$2 != "killed" && $2 != "timeout" { print $1 }' <<< "$known")
+  if [ "${MUTATION_ALL:-0}" = 1 ] || [ -z "$known" ]; then
+    names="${SCOPES[$scope]}"  # a first run, or every mutant again
+  elif [ -z "$names" ]; then
+    say "Scope '$scope': every mutant is killed"
+    continue
+  fi
+  say "Mutating scope '$scope' ($(wc -w <<< "$names") names or globs), at most ${budget}s"
+  # shellcheck disable=SC2086  # one mutant name or name glob per word
+  timeout --signal=INT "$budget" mutmut run --max-children "$children" $names \
     > "mutants-$scope.log" 2>&1 || say "scope '$scope' stopped (budget or error): see mutants-$scope.log"
 done
 
 say "Verdicts per scope (killed / survived / no tests / timeout / not checked)"
 mutmut results --all true > mutants-results.txt 2>/dev/null
-python - "${scopes[@]}" <<'EOF'
+args=()
+for scope in "${scopes[@]}"; do args+=("$scope=${SCOPES[$scope]}"); done
+python - "${args[@]}" <<'EOF'
 import fnmatch
 import sys
 from collections import Counter
 
-SCOPES = {
-    "status": [
-        "models.book_requests.xǁBookRequestǁ*",
-        "models.book_requests.x_decided*",
-        "models.users.x_lock_users*",
-    ],
-    "claims": ["models.reports.xǁReportǁ*", "models.report_chunks.xǁReportChunkǁ*"],
-    "auth": ["auth.*", "login_sessions.*", "models.users.xǁUserǁ*"],
-    "rendering": ["report_builder.*"],
-    "mail": ["mail.*"],
-}
 with open("mutants-results.txt", encoding="utf-8") as results:
     verdicts = [line.strip().rsplit(": ", 1) for line in results if ": " in line]
-for scope in sys.argv[1:]:
+for arg in sys.argv[1:]:
+    scope, patterns = arg.split("=", 1)
     counts = Counter(
         verdict
         for name, verdict in verdicts
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in SCOPES[scope])
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns.split())
     )
     tried = counts["killed"] + counts["survived"] + counts["timeout"]
     score = f"{(counts['killed'] + counts['timeout']) / tried:.0%}" if tried else "n/a"

@@ -3,6 +3,7 @@ TEST_DATABASE_URL is set), the app, a client, an `auth` helper, and real workers
 
 import os
 import secrets
+import sqlite3
 import uuid
 
 import psycopg
@@ -14,6 +15,9 @@ from tests.factories import bearer
 from tests.servers import RedisServer, start_gunicorn, start_smtp, start_worker
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+# a migrated, empty SQLite database to start from instead of migrating one (set by
+# scripts/mutation.sh, whose every mutant starts a test session of its own)
+SQLITE_TEMPLATE = os.environ.get("TEST_SQLITE_TEMPLATE")
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,16 @@ def drop_postgres_database(name):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def copy_sqlite(source, target):
+    """Copy a SQLite database consistently, even while another connection has it open."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def admin_dsn(url):
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -53,7 +67,10 @@ def admin_dsn(url):
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request, tmp_path_factory):
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'library.db'}"
+        path = tmp_path_factory.mktemp("db") / "library.db"
+        if SQLITE_TEMPLATE and os.path.exists(SQLITE_TEMPLATE):
+            copy_sqlite(SQLITE_TEMPLATE, path)
+        yield f"sqlite:///{path}"
         return
     name, url = create_postgres_database()
     yield url.render_as_string(hide_password=False)
@@ -99,6 +116,12 @@ def app(service_env):
     from app import create_app
 
     app = create_app({"TESTING": True})
+    database = make_url(service_env["DATABASE_URL"])
+    if SQLITE_TEMPLATE and database.drivername == "sqlite" and not os.path.exists(SQLITE_TEMPLATE):
+        # the freshly migrated schema, before any test writes to it
+        partial = f"{SQLITE_TEMPLATE}.{os.getpid()}"
+        copy_sqlite(database.database, partial)
+        os.replace(partial, SQLITE_TEMPLATE)
     yield app
     from models import db
 

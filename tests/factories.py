@@ -35,10 +35,10 @@ def assert_unauthorized(response):
     assert response.json["code"] == 401
 
 
-def start_report(app, user_id):
+def start_report(app, user_id, **values):
     """Record a queued report without publishing it, so that no worker takes it first."""
     with app.app_context():
-        report = Report(user_id=user_id, status=ReportStatus.QUEUED)
+        report = Report(user_id=user_id, status=ReportStatus.QUEUED, **values)
         db.session.add(report)
         db.session.commit()
         return report.id

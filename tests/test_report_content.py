@@ -3,23 +3,27 @@ HTML (download and mail body) and defused as a formula in the CSV (download and 
 
 import csv
 import io
+import re
+from datetime import datetime, timedelta
 from html import escape
 
 import pytest
 from sqlalchemy import insert
 
-from models import BookRequest, Report, db, utcnow
+from models import UTC, BookRequest, Report, ReportScope, User, db, utcnow
 from report_builder import build_once, mail_once
 from tests.factories import start_report
 from tests.servers import wait_for
 
 # one hostile value per field the HTML shows; each breaks out of its cell if left raw
-MARKUP = {
+REQUEST_MARKUP = {
     "book_name": '<script>alert("book")</script>',
     "author": "<img src=x onerror=alert('author')>",
     "reason": '</td><svg onload=alert("reason")>',
     "note": "<b>note</b><iframe src=javascript:alert('note')>",
 }
+# the library report also shows who asked
+MARKUP = {**REQUEST_MARKUP, "username": "<img src=x onerror=alert('patron')>&amp;"}
 CSV_FIELDS = ("book_name", "author", "reason", "note")
 # what spreadsheet programs take as the start of a formula (OWASP's CSV injection list)
 FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"]
@@ -41,10 +45,15 @@ def built(app, auth, client, smtp_server, workers):
     # no worker may take the export first: this build is the one under test
     workers.kill()
 
-    def build(rows):
-        user, headers = auth.patron()
+    def build(rows, scope=ReportScope.PATRON, username=None, month=None):
+        user, headers = auth.librarian() if scope == ReportScope.LIBRARY else auth.patron()
+        if username:
+            # one the API refuses, as if an older rule had let it in
+            with app.app_context():
+                db.session.get(User, user["id"]).username = username
+                db.session.commit()
         add_rows(app, user["id"], rows)
-        report_id = start_report(app, user["id"])
+        report_id = start_report(app, user["id"], scope=scope, month=month)
         with app.app_context():
             report = db.session.get(Report, report_id)
             assert build_once(report, "content-test")
@@ -56,6 +65,9 @@ def built(app, auth, client, smtp_server, workers):
         )[0]
         attachment = next(mail.iter_attachments()).get_content()
         return {
+            "id": report_id,
+            "user": user,
+            "mail": mail,
             "html": client.get(download + "html", headers=headers).get_data(as_text=True),
             "mail_html": mail.get_body(preferencelist=("html",)).get_content(),
             "csv": client.get(download + "csv", headers=headers).get_data(as_text=True),
@@ -66,14 +78,114 @@ def built(app, auth, client, smtp_server, workers):
 
 
 def test_every_field_the_html_shows_is_escaped(built):
-    files = built([MARKUP])
+    files = built([REQUEST_MARKUP])
     for where in ("html", "mail_html"):
         html = files[where]
-        for field, value in MARKUP.items():
+        for field, value in REQUEST_MARKUP.items():
             assert value not in html, f"{field} is raw in the {where}"
             assert escape(value) in html, f"{field} is missing from the {where}"
         assert html.count("<iframe") == 0
         assert html.count("<script") == 0 and html.count("<img") == 0
+
+
+def test_the_library_report_escapes_its_pending_queue_and_overdue_loans(built):
+    late = {"status": "approved", "due_date": utcnow() - timedelta(days=3, hours=1)}
+    rows = [{**REQUEST_MARKUP, "status": "pending"}, {**REQUEST_MARKUP, **late}]
+    files = built(rows, ReportScope.LIBRARY, username=MARKUP["username"])
+    for where in ("html", "mail_html"):
+        queue, overdue = files[where].split("Pending queue", 1)[1].split("Overdue loans", 1)
+        for part in (queue, overdue):
+            for field in ("book_name", "author", "username"):
+                assert MARKUP[field] not in part, f"{field} is raw in the {where}"
+                assert escape(MARKUP[field]) in part, f"{field} is missing from the {where}"
+        assert "3 days overdue" in overdue
+        html = files[where]
+        assert html.count("<iframe") == html.count("<script") == html.count("<img") == 0
+
+
+def test_dates_badges_and_mail_of_a_patron_report(app, built):
+    now, day, hour = utcnow(), timedelta(days=1), timedelta(hours=1)
+    requested = now - 20 * day
+    rows = [
+        {"book_name": "Dune", "status": "approved", "decided_at": now - 9 * day,
+         "due_date": now - 5 * day - hour},
+        {"book_name": "Emma", "status": "approved", "due_date": now - day - hour},
+        {"book_name": "Kindred", "status": "approved", "due_date": now + 12 * day},
+        {"book_name": "Walden", "status": "returned", "due_date": now - 2 * day,
+         "returned_at": now - 3 * day},
+        {"book_name": "Beloved", "status": "pending", "author": "Toni Morrison"},
+    ]  # fmt: skip
+    files = built([{"request_date": requested, **row} for row in rows])
+
+    def date(row, column):
+        return row[column].strftime("%Y-%m-%d") if column in row else ""
+
+    def badge(status, words):
+        return f'<span class="badge s-{status}">{words}</span>'
+
+    badges = [
+        badge("overdue", "Overdue: 5 days"),
+        badge("overdue", "Overdue: 1 day"),
+        badge("approved", "Approved"),
+        badge("returned", "Returned"),
+        badge("pending", "Pending"),
+    ]
+    html_rows = [
+        re.findall(r"<td>(.*?)</td>", row)
+        for row in re.findall(r"<tr><td>\d+</td>.*?</tr>", files["html"])
+    ]
+    assert [cells[1:] for cells in html_rows] == [
+        [row["book_name"], row.get("author", ""), shown, requested.strftime("%Y-%m-%d"),
+         date(row, "decided_at"), date(row, "due_date"), date(row, "returned_at"), "", ""]
+        for row, shown in zip(rows, badges, strict=True)
+    ]  # fmt: skip
+    # the mail body is the download, in the mail's line endings
+    assert files["mail_html"].replace("\r\n", "\n").strip() == files["html"].strip()
+
+    def iso(row, column):
+        value = row.get(column)
+        return value.replace(tzinfo=None).isoformat() + "Z" if value else ""
+
+    csv_rows = list(csv.DictReader(io.StringIO(files["csv"].lstrip("\ufeff"), newline="")))
+    assert [
+        [r["book_name"], r["status"], r["request_date"], r["decided_at"], r["due_date"],
+         r["returned_at"]] for r in csv_rows
+    ] == [
+        [row["book_name"], row["status"], iso({"t": requested}, "t"), iso(row, "decided_at"),
+         iso(row, "due_date"), iso(row, "returned_at")] for row in rows
+    ]  # fmt: skip
+    assert files["mail_csv"] == files["csv"]
+
+    mail, user = files["mail"], files["user"]
+    assert mail["Subject"] == "Your library report (all time)"
+    [attachment] = mail.iter_attachments()
+    assert (attachment.get_filename(), attachment.get_content_type()) == (
+        "report-all.csv",
+        "text/csv",
+    )
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    url = f"{app.config['PUBLIC_BASE_URL']}/reports/{files['id']}"
+    assert f"Hello {user['username']}," in text
+    assert "Your library report for all time is ready: 5 request(s)." in text
+    assert f"The CSV is attached; you can also download it from {url}/download?format=csv" in text
+    assert f"The full report is at {url}/download?format=html" in text
+    assert f"Its status: {url}\r\n" in text
+
+
+def test_a_monthly_report_holds_its_month_to_the_microsecond(built):
+    def at(text):
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+    inside = {"First": at("2025-12-01T00:00:00"), "Last": at("2025-12-31T23:59:59.999999")}
+    outside = {"Before": at("2025-11-30T23:59:59.999999"), "After": at("2026-01-01T00:00:00")}
+    rows = [
+        {"book_name": book, "request_date": when} for book, when in {**inside, **outside}.items()
+    ]
+    files = built(rows, month="2025-12")
+    parsed = list(csv.DictReader(io.StringIO(files["csv"].lstrip("\ufeff"), newline="")))
+    assert [row["book_name"] for row in parsed] == list(inside)
+    assert files["mail"]["Subject"] == "Your library report (2025-12)"
+    assert [a.get_filename() for a in files["mail"].iter_attachments()] == ["report-2025-12.csv"]
 
 
 @pytest.mark.parametrize(
