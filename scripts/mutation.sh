@@ -13,7 +13,9 @@
 # mutant, only the tests that reach its function. A scope stopped by its budget keeps the
 # verdicts it reached; the next run of the same scope tries only its mutants not yet killed
 # (not checked, survived, no tests), so a survivor is re-checked once a test is added for it.
-# After a change to the mutated code, MUTATION_ALL=1 runs every mutant of the scope again.
+# Survivors judged equivalent or not worth a test are listed, each with its reason, in
+# scripts/mutation-accepted.txt; a re-run skips them. After a change to the mutated code
+# (mutant numbers shift), MUTATION_ALL=1 runs every mutant of the scope again.
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -66,7 +68,9 @@ set -f
 for scope in "${scopes[@]}"; do
   # shellcheck disable=SC2086  # split into one name glob per word
   known=$(verdicts ${SCOPES[$scope]})
-  names=$(awk '$2 != "killed" && $2 != "timeout" { print $1 }' <<< "$known")
+  names=$(awk 'NR == FNR { if ($1 !~ /^#/) accepted[$1] = 1; next }
+    $2 != "killed" && $2 != "timeout" && !($1 in accepted) { print $1 }' \
+    "$ROOT/scripts/mutation-accepted.txt" - <<< "$known")
   if [ "${MUTATION_ALL:-0}" = 1 ] || [ -z "$known" ]; then
     names="${SCOPES[$scope]}"  # a first run, or every mutant again
   elif [ -z "$names" ]; then
@@ -79,7 +83,7 @@ for scope in "${scopes[@]}"; do
     > "mutants-$scope.log" 2>&1 || say "scope '$scope' stopped (budget or error): see mutants-$scope.log"
 done
 
-say "Verdicts per scope (killed / survived / no tests / timeout / not checked)"
+say "Verdicts per scope (survivors accepted in scripts/mutation-accepted.txt in brackets)"
 mutmut results --all true > mutants-results.txt 2>/dev/null
 args=()
 for scope in "${scopes[@]}"; do args+=("$scope=${SCOPES[$scope]}"); done
@@ -90,17 +94,22 @@ from collections import Counter
 
 with open("mutants-results.txt", encoding="utf-8") as results:
     verdicts = [line.strip().rsplit(": ", 1) for line in results if ": " in line]
+with open("scripts/mutation-accepted.txt", encoding="utf-8") as listed:
+    accepted = {line.split()[0] for line in listed if line.strip() and not line.startswith("#")}
 for arg in sys.argv[1:]:
     scope, patterns = arg.split("=", 1)
-    counts = Counter(
-        verdict
+    mine = [
+        (name, verdict)
         for name, verdict in verdicts
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns.split())
-    )
+    ]
+    counts = Counter(verdict for _, verdict in mine)
+    explained = sum(verdict == "survived" and name in accepted for name, verdict in mine)
     tried = counts["killed"] + counts["survived"] + counts["timeout"]
     score = f"{(counts['killed'] + counts['timeout']) / tried:.0%}" if tried else "n/a"
     print(
-        f"{scope:10} killed {counts['killed']:4}  survived {counts['survived']:4}  "
+        f"{scope:10} killed {counts['killed']:4}  survived {counts['survived']:4} "
+        f"(accepted {explained:3})  "
         f"no tests {counts['no tests']:4}  timeout {counts['timeout']:3}  "
         f"not checked {counts['not checked']:4}  score {score}"
     )
