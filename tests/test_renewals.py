@@ -8,7 +8,7 @@ import pytest
 import requests
 from sqlalchemy import update
 
-from models import BookRequest, db, utcnow
+from models import BookRequest, Conflict, db, utcnow
 
 
 def approved_loan(client, auth, patron_headers):
@@ -123,6 +123,47 @@ def test_grace_days_let_a_slightly_overdue_loan_renew(client, app, auth, monkeyp
     assert due(renewed.json) == one_day_late + timedelta(days=app.config["LOAN_DAYS"])
     set_due_date(app, loan["id"], utcnow() - timedelta(days=3))
     assert client.post(f"/requests/{loan['id']}/renew", headers=headers).status_code == 409
+
+
+def test_renewing_one_loan_leaves_every_other_loan_alone(client, auth):
+    _, headers = auth.patron()
+    loan, _ = approved_loan(client, auth, headers)
+    other, _ = approved_loan(client, auth, headers)
+    assert client.post(f"/requests/{loan['id']}/renew", headers=headers).status_code == 200
+    assert client.get(f"/requests/{other['id']}", headers=headers).json == other
+
+
+def renew_after_a_write_from_elsewhere(app, request_id, **values):
+    """Renew a loan read before another connection wrote `values`, as a racing request does."""
+    with app.app_context():
+        loan = db.session.get(BookRequest, request_id)
+        assert loan.status == "approved"  # what this request saw
+        with db.engine.begin() as elsewhere:
+            elsewhere.execute(
+                update(BookRequest).where(BookRequest.id == request_id).values(**values)
+            )
+        return loan.renew()
+
+
+def test_a_renewal_that_lost_a_race_to_another_renews_after_it(client, app, auth):
+    _, headers = auth.patron()
+    loan, _ = approved_loan(client, auth, headers)
+    days = timedelta(days=app.config["LOAN_DAYS"])
+    renewed_meanwhile = {"renewals": 1, "due_date": due(loan) + days}
+    renew_after_a_write_from_elsewhere(app, loan["id"], **renewed_meanwhile)
+    after = client.get(f"/requests/{loan['id']}", headers=headers).json
+    # both renewals count, and neither's days are lost
+    assert after["renewals"] == 2
+    assert due(after) == due(loan) + 2 * days
+
+
+def test_a_loan_returned_while_its_renewal_was_on_the_way_is_not_renewed(client, app, auth):
+    _, headers = auth.patron()
+    loan, _ = approved_loan(client, auth, headers)
+    with pytest.raises(Conflict, match="this request is returned"):
+        renew_after_a_write_from_elsewhere(app, loan["id"], status="returned")
+    after = client.get(f"/requests/{loan['id']}", headers=headers).json
+    assert (after["renewals"], after["due_date"]) == (0, loan["due_date"])
 
 
 def test_renew_of_a_missing_request_is_404(client, auth):
