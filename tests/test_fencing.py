@@ -1,10 +1,12 @@
-"""Fenced builds: a build that was taken over can neither store nor undo anything.
+"""Fenced builds: a build that was taken over can neither store nor undo anything; what each
+write of the owning build records; a report out of attempts; chunks read back in order.
 
 Two builds of one report are played step by step in one process, the first one paused
 (simply not called) while the second takes the report over, as a stalled worker would be.
 The same story with real workers and SIGSTOP is in tests/test_selfheal.py.
 """
 
+import zlib
 from datetime import timedelta
 
 import pytest
@@ -97,3 +99,66 @@ def test_the_owner_can_fail_or_release_its_build(taken_over):
     failed = db.session.get(Report, second.id)
     db.session.refresh(failed)
     assert failed.status == ReportStatus.FAILED and failed.attempts == 3
+
+
+def fresh(report_id):
+    row = db.session.get(Report, report_id)
+    db.session.refresh(row)
+    return row
+
+
+def test_progress_is_rounded_capped_and_proves_the_build_alive(taken_over):
+    _, second = taken_over
+    claimed_beat = fresh(second.id).heartbeat_at
+    second.record_progress(0.123456)
+    row = fresh(second.id)
+    assert row.progress == 0.1235 and row.heartbeat_at > claimed_beat
+    second.record_progress(1.7)
+    assert fresh(second.id).progress == 1.0
+
+
+def test_a_released_build_is_queued_again_and_a_failure_keeps_2000_characters(taken_over):
+    _, second = taken_over
+    claimed_at = fresh(second.id).started_at
+    second.release()
+    row = fresh(second.id)
+    assert row.status == ReportStatus.QUEUED and row.enqueued_at >= claimed_at
+    assert row.claim("third-delivery")
+    assert row.fail("x" * 3000) is True
+    failed = fresh(second.id)
+    assert failed.error == "x" * 2000 and failed.finished_at >= failed.started_at
+
+
+def test_a_report_out_of_attempts_is_never_claimed_and_then_given_up(app, app_context, auth):
+    user = auth.register()
+    limit = app.config["REPORT_MAX_ATTEMPTS"]
+    report = Report(user_id=user["id"], attempts=limit - 1)
+    db.session.add(report)
+    db.session.commit()
+    # one attempt left: nothing to give up yet
+    assert report.give_up() is False
+    assert report.claim("last-delivery") and report.attempts == limit
+    report.release()
+    row = fresh(report.id)
+    assert not row.claim("one-too-many")
+    assert row.give_up() is True
+    gave_up = fresh(report.id)
+    assert gave_up.status == ReportStatus.FAILED
+    assert gave_up.error == f"gave up after {limit} attempts"
+    assert gave_up.finished_at is not None
+    assert gave_up.give_up() is False
+
+
+def test_chunks_come_back_in_sequence_whatever_order_they_were_stored_in(app_context, auth):
+    user = auth.register()
+    report = Report(user_id=user["id"])
+    db.session.add(report)
+    db.session.commit()
+    for seq in (2, 0, 1):
+        db.session.add(
+            ReportChunk(report_id=report.id, format="csv", seq=seq, data=zlib.compress(b"%d" % seq))
+        )
+    db.session.add(ReportChunk(report_id=report.id, format="html", seq=0, data=zlib.compress(b"h")))
+    db.session.commit()
+    assert list(report.read_chunks("csv")) == [b"0", b"1", b"2"]
+    assert list(ReportChunk.read(report.id, "html")) == [b"h"]
