@@ -1,14 +1,16 @@
 """A report's own row through a build and its mail: what finishing records, that a build
-touches no other report, that a report is mailed once, and that many small chunks come
-back whole and in order."""
+touches no other report, that a report is mailed once, that many small chunks come back
+whole and in order, and that the monthly job makes a month's reports once."""
 
 import csv
 import io
+from datetime import datetime
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
-from models import BookRequest, Report, ReportChunk, ReportStatus, db, utcnow
+from models import UTC, BookRequest, Report, ReportChunk, ReportScope, ReportStatus, db, utcnow
+from monthly_reports import previous_month, start_monthly_reports
 from report_builder import build_once, mail_once
 from tests.factories import start_report
 
@@ -93,3 +95,39 @@ def test_many_small_chunks_come_back_whole_and_in_order(app, auth, client, monke
     html = client.get(f"/reports/{report_id}/download?format=html", headers=headers)
     text = html.get_data(as_text=True)
     assert text.rstrip().endswith("</html>") and text.count("<tr><td>") == 120
+
+
+def test_a_months_reports_are_made_once_even_after_they_finish(app, auth):
+    librarian, _ = auth.librarian()
+    patron, _ = auth.patron()
+    idle, _ = auth.patron()
+    with app.app_context():
+        december = datetime(2025, 12, 31, 23, 59, tzinfo=UTC)
+        db.session.execute(
+            insert(BookRequest),
+            [
+                {"user_id": patron["id"], "book_name": "Dune", "request_date": december},
+                # the next month's request makes no report for December
+                {
+                    "user_id": idle["id"],
+                    "book_name": "Emma",
+                    "request_date": datetime(2026, 1, 1, tzinfo=UTC),
+                },
+            ],
+        )
+        db.session.commit()
+        assert previous_month(datetime(2026, 1, 15, tzinfo=UTC)) == "2025-12"
+        started = start_monthly_reports("2025-12")
+        assert {(r.user_id, r.scope, r.month) for r in started} == {
+            (librarian["id"], ReportScope.LIBRARY, "2025-12"),
+            (patron["id"], ReportScope.PATRON, "2025-12"),
+        }
+        # finished, they no longer hold the one active report per user
+        db.session.execute(update(Report).values(status=ReportStatus.DONE))
+        db.session.commit()
+        assert start_monthly_reports("2025-12") == []
+        # another month is another report
+        assert {r.user_id for r in start_monthly_reports("2026-01")} == {
+            librarian["id"],
+            idle["id"],
+        }
