@@ -1,8 +1,9 @@
 """Book requests: a patron's requests and the librarian's workflow through the status machine."""
 
 import pytest
+from sqlalchemy import select
 
-from models import BookRequest, RequestStatus, db
+from models import BookRequest, OutboxMail, RequestStatus, db
 
 
 def make_request(client, headers, **body):
@@ -163,6 +164,33 @@ def test_librarian_approves_and_marks_returned(client, auth):
     assert returned.status_code == 200
     assert returned.json["status"] == "returned"
     assert returned.json["returned_at"]
+
+
+def test_each_decision_queues_the_patrons_mail_with_the_change(client, app, auth):
+    patron_user, patron = auth.patron()
+    librarian_user, librarian = auth.librarian()
+    kept = make_request(client, patron, book_name="Dune")["id"]
+    refused = make_request(client, patron, book_name="Emma")["id"]
+    withdrawn = make_request(client, patron, book_name="Kindred")["id"]
+    client.post(f"/requests/{kept}/approve", headers=librarian)
+    rejected = client.post(
+        f"/requests/{refused}/reject", json={"reason": "Lost"}, headers=librarian
+    )
+    client.post(f"/requests/{kept}/return", headers=librarian)
+    client.post(f"/requests/{withdrawn}/cancel", headers=patron)
+    assert rejected.json["decided_by"] == librarian_user["id"] and rejected.json["decided_at"]
+    with app.app_context():
+        mails = db.session.execute(
+            select(OutboxMail.key, OutboxMail.subject)
+            .where(OutboxMail.user_id == patron_user["id"], OutboxMail.key.not_like("verify:%"))
+            .order_by(OutboxMail.id)
+        ).all()
+    # a cancel is the patron's own doing: no mail
+    assert [tuple(mail) for mail in mails] == [
+        (f"approve:{kept}", "Approved: Dune"),
+        (f"reject:{refused}", "Not approved: Emma"),
+        (f"return:{kept}", "Returned: Dune"),
+    ]
 
 
 def test_reject_needs_a_reason(client, app, auth):
