@@ -9,5 +9,8 @@ source "$(dirname "$0")/scripts/bootstrap.sh"
 say "Running ruff"
 ruff check .
 ruff format --check .
-say "Running the tests"
-exec python -m pytest "$@"
+# three processes, each test file in one of them: the suite mostly waits on the servers it
+# starts, so three share two cores well. TEST_PROCESSES=0 runs everything in this process.
+processes="${TEST_PROCESSES:-3}"
+say "Running the tests in $processes processes (TEST_PROCESSES)"
+exec python -m pytest -n "$processes" --dist loadfile "$@"
