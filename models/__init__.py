@@ -1,11 +1,21 @@
 """The database models and the business rules that belong to them, one module per area.
 
 Import them from here (`from models import User, db`); the modules are:
-base (db, UTC time, domain errors), statuses (the str enums), users, book_requests
+base (db, plain row reads, UTC time, domain errors), statuses (the str enums), users, book_requests
 (the status machine and the outbox), reports (report rows and their claims), report_chunks.
 """
 
-from models.base import UTC, Base, Conflict, DomainError, Unavailable, UTCDateTime, db, utcnow
+from models.base import (
+    UTC,
+    Base,
+    Conflict,
+    DomainError,
+    Unavailable,
+    UTCDateTime,
+    db,
+    plain_rows,
+    utcnow,
+)
 from models.book_requests import TRANSITIONS, BookRequest, OutboxMail, Transition
 from models.report_chunks import ReportChunk
 from models.reports import REPORT_ACTIVE_STATUSES, LostReport, Report
@@ -35,6 +45,7 @@ __all__ = [
     "db",
     "lock_users",
     "password_hasher",
+    "plain_rows",
     "username_key",
     "utcnow",
 ]
