@@ -291,9 +291,12 @@ class LibraryTally:
         self.authors = Counter()
 
     def add(self, page):
-        # timestamps are the database's text (SQLite) or naive datetimes (PostgreSQL); both
-        # print as "YYYY-MM-DD HH:MM:SS[.ffffff]"
-        self.months.update((str(row[4])[:7], row[3]) for row in page)
+        # the request date is the database's text (SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]")
+        # or a naive datetime (PostgreSQL), whose year and month cost less than its text
+        if page and isinstance(page[0][4], str):
+            self.months.update((row[4][:7], row[3]) for row in page)
+        else:
+            self.months.update(((row[4].year, row[4].month), row[3]) for row in page)
         if self.titles is not None:
             self.titles.update(map(TITLE_OF, page))
             if len(self.titles) > TALLY_MAX_DISTINCT:
@@ -316,6 +319,8 @@ class LibraryTally:
         """`[(YYYY-MM, {status: count})]`, oldest first."""
         months = {}
         for (month, status), count in sorted(self.months.items()):
+            if not isinstance(month, str):
+                month = f"{month[0]:04d}-{month[1]:02d}"
             months.setdefault(month, {})[status] = count
         return list(months.items())
 
