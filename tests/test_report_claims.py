@@ -1,15 +1,18 @@
 """Report claims and report starts under forced interleavings: racing deliveries of one
-report, and an active report that finishes while a new export is being refused."""
+report, and an active report that finishes while a new export is being refused; and which
+reports the workers' sweep takes up again."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
 
 from models import Report, db, utcnow
+from tests.factories import add_user
 
 # the claims race in process: a worker's sweep would publish and take the reports first
 pytestmark = pytest.mark.usefixtures("no_worker")
@@ -169,3 +172,35 @@ def test_export_gives_up_when_reports_keep_finishing_under_it(client, app, auth)
     assert response.json["message"] == "Reports are changing too fast; try again."
     ids = {report_id for report_id, _ in report_statuses(app, user["id"])}
     assert ids == {f"other-{n}" for n in range(len(refusals))} and len(refusals) >= 3
+
+
+def test_the_sweep_finds_reports_left_queued_or_stuck_running_and_no_others(app):
+    """What the workers' sweep publishes again: the broker lost it, or its build died."""
+    with app.app_context():
+        now = utcnow()
+        requeue = timedelta(seconds=app.config["REPORT_REQUEUE_SECONDS"])
+        stale = timedelta(seconds=app.config["REPORT_STALE_SECONDS"])
+        second = timedelta(seconds=1)
+        states = {
+            "never published": {"status": "queued", "enqueued_at": None},
+            "published long ago": {"status": "queued", "enqueued_at": now - requeue - second},
+            "just published": {"status": "queued", "enqueued_at": now - requeue / 2},
+            "silent build": {"status": "running", "heartbeat_at": now - stale - second},
+            "live build": {"status": "running", "heartbeat_at": now},
+            "done": {"status": "done", "heartbeat_at": now - stale - second},
+            "failed": {"status": "failed", "enqueued_at": None},
+        }
+        ids = {}
+        for n, (name, values) in enumerate(states.items()):
+            # one active report per user: each its own owner
+            ids[name] = add_report(app, add_user(f"sweep{n}").id, **values)
+        found = {name for name, id_ in ids.items() if id_ in Report.stale_ids(now)}
+        assert found == {"never published", "published long ago", "silent build"}
+        # a sweep that takes every queued report, however recently published
+        found = {name for name, id_ in ids.items() if id_ in Report.stale_ids(now, any_age=True)}
+        assert found == {"never published", "published long ago", "just published", "silent build"}
+        # publishing a report again restarts its wait
+        Report.mark_enqueued(ids["published long ago"], now)
+        assert ids["published long ago"] not in Report.stale_ids(now)
+        assert ids["published long ago"] in Report.stale_ids(now + requeue + second)
+        assert ids["just published"] not in Report.stale_ids(now + requeue - second)
