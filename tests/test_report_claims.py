@@ -204,3 +204,25 @@ def test_the_sweep_finds_reports_left_queued_or_stuck_running_and_no_others(app)
         assert ids["published long ago"] not in Report.stale_ids(now)
         assert ids["published long ago"] in Report.stale_ids(now + requeue + second)
         assert ids["just published"] not in Report.stale_ids(now + requeue - second)
+
+
+def test_an_export_records_what_was_asked_and_a_refusal_names_the_active_report(client, app, auth):
+    _, other = auth.patron()
+    assert (
+        client.post("/export-report", json={"month": "2025-12"}, headers=other).status_code == 202
+    )
+    librarian, headers = auth.librarian()
+    first = client.post("/reports/library", json={"month": "2025-11"}, headers=headers)
+    assert first.status_code == 202
+    with app.app_context():
+        report = db.session.get(Report, first.json["id"])
+        assert (report.user_id, report.month, report.scope) == (
+            librarian["id"],
+            "2025-11",
+            "library",
+        )
+        assert report.enqueued_at is not None
+    refused = client.post("/export-report", headers=headers)
+    assert refused.status_code == 409
+    assert refused.json["message"] == "A report of yours is still being prepared."
+    assert refused.json["report_id"] == first.json["id"]
