@@ -226,3 +226,17 @@ def test_an_export_records_what_was_asked_and_a_refusal_names_the_active_report(
     assert refused.status_code == 409
     assert refused.json["message"] == "A report of yours is still being prepared."
     assert refused.json["report_id"] == first.json["id"]
+
+
+def test_an_export_finds_only_its_own_users_report_left_queued(app):
+    """The report an export publishes again before it is refused by it."""
+    with app.app_context():
+        long_ago = utcnow() - timedelta(seconds=app.config["REPORT_REQUEUE_SECONDS"] + 5)
+        owner, neighbour, busy = add_user("owner"), add_user("neighbour"), add_user("busy")
+        left = add_report(app, owner.id, status="queued", enqueued_at=long_ago)
+        add_report(app, neighbour.id, status="queued", enqueued_at=utcnow())
+        add_report(app, busy.id, status="running", enqueued_at=long_ago, heartbeat_at=utcnow())
+        assert Report.stranded_for(owner.id).id == left
+        # just published, or building: nothing to publish again
+        assert Report.stranded_for(neighbour.id) is None
+        assert Report.stranded_for(busy.id) is None
