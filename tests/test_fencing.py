@@ -150,10 +150,12 @@ def test_a_report_out_of_attempts_is_never_claimed_and_then_given_up(app, app_co
 
 
 def test_chunks_come_back_in_sequence_whatever_order_they_were_stored_in(app_context, auth):
-    user = auth.register()
-    report = Report(user_id=user["id"])
-    db.session.add(report)
+    user, neighbour = auth.register(), auth.register()
+    report, other = Report(user_id=user["id"]), Report(user_id=neighbour["id"])
+    db.session.add_all([report, other])
     db.session.commit()
+    # another report's file of the same format, stored first
+    db.session.add(ReportChunk(report_id=other.id, format="csv", seq=0, data=zlib.compress(b"n")))
     for seq in (2, 0, 1):
         db.session.add(
             ReportChunk(report_id=report.id, format="csv", seq=seq, data=zlib.compress(b"%d" % seq))
