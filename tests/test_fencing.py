@@ -164,3 +164,37 @@ def test_chunks_come_back_in_sequence_whatever_order_they_were_stored_in(app_con
     db.session.commit()
     assert list(report.read_chunks("csv")) == [b"0", b"1", b"2"]
     assert list(ReportChunk.read(report.id, "html")) == [b"h"]
+
+
+def test_a_redelivered_message_takes_back_its_own_live_build_and_fences_it(app_context, auth):
+    """The broker hands a message out again when its worker died: that build is dead."""
+    user = auth.register()
+    report = Report(user_id=user["id"])
+    db.session.add(report)
+    db.session.commit()
+    assert report.claim("the-task")
+    dead = Report(id=report.id, user_id=user["id"], task_id="the-task", attempts=report.attempts)
+    db.session.expunge_all()
+    live = fresh(report.id)
+    # the heartbeat is fresh: only the same task's redelivery may take the build back
+    assert not live.claim("another-task", redelivered=True)
+    assert not live.claim("the-task")
+    assert live.claim("the-task", redelivered=True) and live.attempts == 2
+    # the dead build's writes, with the same task id but the old attempt, are refused
+    with pytest.raises(LostReport):
+        dead.record_progress(0.5, [chunk(report.id, 0)])
+    live.finish(0, {"csv": 0})
+    # a done report is never taken again, however old its heartbeat or whoever asks
+    db.session.execute(
+        update(Report)
+        .where(Report.id == report.id)
+        .values(heartbeat_at=utcnow() - timedelta(hours=1))
+    )
+    db.session.commit()
+    done = fresh(report.id)
+    assert not done.claim("the-task", redelivered=True)
+    assert not done.claim("a-new-task")
+    # nor can its own build change it any more
+    assert done.fail("late") is False
+    done.release()
+    assert fresh(report.id).status == ReportStatus.DONE
