@@ -92,7 +92,8 @@ def test_file_backend_writes_one_eml_to_the_outbox(mail_config, tmp_path, caplog
     message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
     assert (message["To"], message["Subject"]) == ("file@example.org", "To a file")
     assert [a.get_filename() for a in message.iter_attachments()] == ["report-all.csv"]
-    assert f"mail to file@example.org written to {path}" in caplog.text
+    logged = [record.getMessage() for record in caplog.records if record.name == "mail"]
+    assert logged == [f"mail to file@example.org written to {path}"]
     # the next mail goes into the same folder, beside the first
     send_mail("file@example.org", "Again", "hello")
     assert len(list(outbox.iterdir())) == 2
