@@ -176,7 +176,7 @@ def test_librarian_disables_and_enables_an_account(client, auth):
     response = client.patch(f"/users/{patron['id']}", json={"active": False}, headers=librarian)
     assert response.status_code == 200 and response.json["active"] is False
     me = client.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
-    assert me.status_code == 401 and "disabled" in me.json["message"]
+    assert me.status_code == 401 and me.json["message"] == "The account is disabled."
     refresh = client.post(
         "/refresh", headers={"Authorization": f"Bearer {tokens['refresh_token']}"}
     )
