@@ -110,15 +110,17 @@ class User(db.Model):
     def register(username, email, password, role="user", verified=False):
         """Create a user; a taken username or email is a Conflict, also when two requests race."""
         key = username_key(username)
+        # hashed before the address release below, whose UPDATE holds SQLite's write lock
+        # until the commit: registrations would otherwise wait for each other's hashing
+        password_hash = password_hasher.hash(password)
         release_stale_address(email)
         taken = db.session.scalar(
             select(User.username_key).where((User.username_key == key) | (User.email == email))
         )
         if taken is not None:
             raise Conflict(conflict_message(taken == key, username, email))
-        user = User(username=username, email=email, role=role)
+        user = User(username=username, email=email, role=role, password_hash=password_hash)
         user.email_verified_at = utcnow() if verified else None
-        user.set_password(password)
         db.session.add(user)
         try:
             db.session.commit()
