@@ -5,6 +5,8 @@ total is counted no further than 10,001 rows, and deep pages continue from a cur
 (the last row's order key, signed) instead of skipping rows with OFFSET.
 """
 
+import weakref
+from collections.abc import Mapping
 from datetime import datetime
 
 from flask import current_app, request, url_for
@@ -44,16 +46,11 @@ class Listing:
     def order_by(self):
         return [column.desc() if self.descending else column.asc() for column in self.key]
 
-    def after(self, values):
-        """The condition for rows that come after `values` in this order."""
-        pairs = zip(self.key, values, strict=True)
-        params = [bindparam(None, value, type_=column.type) for column, value in pairs]
-        left = self.key[0] if len(self.key) == 1 else tuple_(*self.key)
-        right = params[0] if len(params) == 1 else tuple_(*params)
-        return left < right if self.descending else left > right
-
     def key_of(self, item):
-        return [encode_value(getattr(item, column.key)) for column in self.key]
+        """The order key of an item: an entity, or a row read by column name."""
+        if isinstance(item, Mapping):
+            return [item[column.key] for column in self.key]
+        return [getattr(item, column.key) for column in self.key]
 
     def parse_key(self, values):
         """Turn a cursor's key back into column values; None when it does not fit."""
@@ -109,45 +106,88 @@ def next_url(listing, args, offset, key):
     return url_for(request.endpoint, _external=True, cursor=cursor, **params)
 
 
-def count_rows(listing, statement):
-    """Count the matching rows, reading at most MAX_COUNTED + 1 of them."""
+def capped_count(listing, statement):
+    """The number of matching rows, reading at most MAX_COUNTED + 1 of them: a scalar
+    subquery, so that it rides along with the page's own query."""
     capped = (
         statement.with_only_columns(*listing.key)
         .order_by(*listing.order_by())
         .limit(MAX_COUNTED + 1)
         .subquery()
     )
-    return db.session.scalar(select(func.count()).select_from(capped))
+    return select(func.count()).select_from(capped).scalar_subquery()
 
 
-def rows_at_offset(listing, statement, offset, per_page):
-    """The rows `offset` places into the list: skipped in the index alone, then read by id.
+class PageQueries:
+    """The statements that read pages of one list query, with every value a bind parameter
+    (page_limit, page_offset, the cursor's key_0, key_1 ..., ids), so that they are built,
+    and their cache keys computed, once per list query rather than once per request."""
 
-    OFFSET over whole rows would fetch every skipped row from the table; the ids alone come
-    from the index (PostgreSQL's index-only scan, SQLite's covering index).
+    def __init__(self, listing, statement):
+        ordered = statement.order_by(*listing.order_by()).limit(bindparam("page_limit"))
+        count = capped_count(listing, statement)
+        key = [bindparam(f"key_{n}", type_=column.type) for n, column in enumerate(listing.key)]
+        left = listing.key[0] if len(key) == 1 else tuple_(*listing.key)
+        right = key[0] if len(key) == 1 else tuple_(*key)
+        after = left < right if listing.descending else left > right
+        row_id = listing.key[-1]
+        described = statement.column_descriptions[0]
+        # a query of the entity gives entities, one of columns gives rows read by name
+        entity = described.get("entity")
+        self.whole = entity is not None and described["expr"] is entity
+        columns = [described["expr"]] if self.whole else list(statement.selected_columns)
+        self.first = ordered.add_columns(count)
+        self.after = ordered.where(after).add_columns(count)
+        self.ids_at = (
+            statement.with_only_columns(row_id)
+            .order_by(*listing.order_by())
+            .offset(bindparam("page_offset"))
+            .limit(bindparam("page_limit"))
+            .add_columns(count)
+        )
+        # by id alone: a row that changed since it was counted in is still this page's row
+        self.by_ids = select(*columns).where(row_id.in_(bindparam("ids", expanding=True)))
+        self.count = select(count)
+
+    def item(self, row):
+        return row[0] if self.whole else row._mapping
+
+
+# one PageQueries per list query that lives on (a route's query built once); a query built
+# per request is dropped with it
+PAGE_QUERIES = weakref.WeakKeyDictionary()
+
+
+def page_queries(listing, statement):
+    found = PAGE_QUERIES.get(statement)
+    if found is None or found[0] is not listing:
+        found = PAGE_QUERIES[statement] = (listing, PageQueries(listing, statement))
+    return found[1]
+
+
+def counted(statement, params):
+    """Run `statement`, whose last column is the count: (its rows, the count), the count None
+    when no row came back to carry it."""
+    rows = db.session.execute(statement, params).all()
+    return rows, (rows[0][-1] if rows else None)
+
+
+def paginate(listing, statement, args, params=None):
+    """Run `statement` for the page `args` ask for; return the envelope and its headers.
+
+    `statement` may hold bind parameters, whose values come in `params`; built once and kept
+    (a route's query for each set of filters), it is turned into page queries only once.
+    One query reads the page and counts the list; a second one only where the page is
+    empty, or deep in the list by page number.
     """
-    row_id = listing.key[-1]
-    ids = db.session.scalars(
-        statement.with_only_columns(row_id)
-        .order_by(*listing.order_by())
-        .offset(offset)
-        .limit(per_page + 1)
-    ).all()
-    if not ids:
-        return []
-    # by id alone: a row that changed since it was counted in is still this page's row
-    rows = db.session.scalars(select(row_id.class_).where(row_id.in_(ids)))
-    found = {getattr(row, row_id.key): row for row in rows}
-    return [found[each] for each in ids if each in found]
-
-
-def paginate(listing, statement, args):
-    """Run `statement` for the page `args` ask for; return the envelope and its headers."""
+    queries = page_queries(listing, statement)
     per_page = args["per_page"]
-    ordered = statement.order_by(*listing.order_by()).limit(per_page + 1)
+    params = {**(params or {}), "page_limit": per_page + 1}
     if args.get("cursor") is not None:
         offset, key = read_cursor(listing, args["cursor"])
-        rows = db.session.scalars(ordered.where(listing.after(key))).all()
+        params.update((f"key_{n}", value) for n, value in enumerate(key))
+        rows, total = counted(queries.after, params)
+        rows = [queries.item(row) for row in rows]
         page = offset // per_page + 1
     else:
         page = args["page"]
@@ -159,15 +199,27 @@ def paginate(listing, statement, args):
                 "deeper, follow the `next` link (its cursor) from page to page.",
             )
         if offset:
-            rows = rows_at_offset(listing, statement, offset, per_page)
+            # the ids alone are skipped, in the index (PostgreSQL's index-only scan, SQLite's
+            # covering index); OFFSET over whole rows would fetch every skipped row
+            found, total = counted(queries.ids_at, {**params, "page_offset": offset})
+            ids = [row[0] for row in found]
+            by_id = {}
+            if ids:
+                for row in db.session.execute(queries.by_ids, {"ids": ids}):
+                    item = queries.item(row)
+                    by_id[listing.key_of(item)[-1]] = item
+            rows = [by_id[each] for each in ids if each in by_id]
         else:
-            rows = db.session.scalars(ordered).all()
+            rows, total = counted(queries.first, params)
+            rows = [queries.item(row) for row in rows]
     items = rows[:per_page]
-    total = count_rows(listing, statement)
+    if total is None:
+        total = db.session.scalar(queries.count, params)
     exceeds = total > MAX_COUNTED
     link = None
     if len(rows) > per_page:
-        link = next_url(listing, args, offset + per_page, listing.key_of(items[-1]))
+        key = [encode_value(value) for value in listing.key_of(items[-1])]
+        link = next_url(listing, args, offset + per_page, key)
     envelope = {
         "items": items,
         "page": page,

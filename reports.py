@@ -4,7 +4,7 @@ from flask import Response, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import current_user, jwt_required
 from flask_smorest import abort
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from extensions import Blueprint, per_user_limit
 from models import Report, ReportScope, db
@@ -25,6 +25,10 @@ blp = Blueprint("reports", __name__, description="Report exports, built by the C
 
 # newest first; the id breaks ties between reports created in the same microsecond
 REPORTS = Listing("reports", Report.created_at, Report.id)
+
+# the list's queries, built once (so are the page queries made from them)
+ALL_REPORTS = select(Report)
+OWN_REPORTS = select(Report).where(Report.user_id == bindparam("user_id"))
 
 # documents the download as the file it is, in the content type of its format
 DOWNLOAD_RESPONSE = {
@@ -109,10 +113,9 @@ class Reports(MethodView):
     @blp.error_responses(400)
     def get(self, args):
         """List your reports, newest first (librarians see everyone's)"""
-        query = select(Report)
-        if not current_user.is_admin:
-            query = query.where(Report.user_id == current_user.id)
-        return paginate(REPORTS, query, args)
+        if current_user.is_admin:
+            return paginate(REPORTS, ALL_REPORTS, args)
+        return paginate(REPORTS, OWN_REPORTS, args, {"user_id": current_user.id})
 
 
 # report ids are UUIDs: anything else is 404 at routing, never a database lookup

@@ -12,6 +12,8 @@ from schemas import PageArgsSchema, UserSchema, UserUpdateSchema, page_schema
 blp = Blueprint("users", __name__, description="Accounts (librarians only)")
 
 # oldest account first
+# built once, so the page queries made from it are too
+USERS_QUERY = select(User)
 USERS = Listing("users", User.id, descending=False)
 
 
@@ -23,7 +25,7 @@ class Users(MethodView):
     @blp.error_responses(400)
     def get(self, args):
         """List every account"""
-        return paginate(USERS, select(User), args)
+        return paginate(USERS, USERS_QUERY, args)
 
 
 # ids past PostgreSQL's integer range cannot exist: 404 at routing, not a database error

@@ -121,7 +121,9 @@ def problems_in(plan, dialect, table_walk_allowed):
 def test_list_queries_use_indexes(app, client, library, caller, path, filtered):
     url = path.format(patron=library["patron"]["id"])
     statements = record_statements(app, client, library["headers"][caller], url)
-    assert len(statements) >= 6
+    # the first page and the cursor's in one query each (rows and count), the numbered page
+    # in two (its ids with the count, then its rows)
+    assert len(statements) >= 4
     with app.app_context():
         dialect = db.engine.dialect.name
     for sql, params in statements:
