@@ -2,12 +2,12 @@
 
 from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_jwt_extended import current_user, jwt_required
+from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import bindparam, select
 
 from extensions import Blueprint, per_user_limit
-from models import Report, ReportScope, db
+from models import Conflict, Report, ReportScope, db
 from pagination import PAGE_HEADERS, Listing, paginate
 from report_formats import FORMATS
 from retention import begin_snapshot
@@ -49,17 +49,21 @@ def get_report(report_id):
 
 
 def export_report(month, scope=ReportScope.PATRON):
-    # a queued report whose message was lost would block every export: publish it again
-    # (the user still gets the 409 naming it below)
-    requeue_stranded_report(current_user.id)
-    report = Report.start(current_user, month, scope)
+    try:
+        report = Report.start(current_user, month, scope)
+    except Conflict:
+        # a queued report whose message was lost would block every export: publish it
+        # again (the user still gets the 409 naming it)
+        requeue_stranded_report(current_user.id)
+        raise
     # the row is committed first: if the broker is down, the sweeper enqueues it later
     enqueue_report(report)
     return report, 202, {"Location": f"/reports/{report.id}"}
 
 
-def export_view(month_in_body=True):
-    """Parse the month (from the query, and the body too), document the 202, 409, 429, 503."""
+def export_view(limit, month_in_body=True):
+    """Count the per-user `limit` (after the token check above it), parse the month (from
+    the query, and the body too), document the 202, 409, 429, 503."""
 
     def decorate(view):
         view = blp.error_responses(429, 503)(view)
@@ -68,25 +72,26 @@ def export_view(month_in_body=True):
         view = blp.response(202, ReportSchema)(view)
         if month_in_body:
             view = blp.arguments(ExportArgsSchema, required=False)(view)
-        return blp.arguments(ExportArgsSchema, location="query")(view)
+        return limit(blp.arguments(ExportArgsSchema, location="query")(view))
 
     return decorate
 
 
+# GET and POST /export-report count against one limit per user, the library report its own
+EXPORT_LIMIT = per_user_limit("EXPORT_RATE_LIMIT", scope="export-report")
+LIBRARY_EXPORT_LIMIT = per_user_limit("EXPORT_RATE_LIMIT", scope="library-report")
+
+
 @blp.route("/export-report")
 class ExportReport(MethodView):
-    # jwt_required runs first (it is last here), so the limit can be counted per user; the
-    # methods' auth_required checks the token again and documents it
-    decorators = [per_user_limit("EXPORT_RATE_LIMIT"), jwt_required()]
-
     @blp.auth_required()
-    @export_view(month_in_body=False)
+    @export_view(EXPORT_LIMIT, month_in_body=False)
     def get(self, args):
         """Export a report of your requests (optional month=YYYY-MM)"""
         return export_report(args["month"])
 
     @blp.auth_required()
-    @export_view()
+    @export_view(EXPORT_LIMIT)
     def post(self, query_args, body_args):
         """Export a report of your requests (month in the body or the query)"""
         return export_report(body_args["month"] or query_args["month"])
@@ -94,11 +99,8 @@ class ExportReport(MethodView):
 
 @blp.route("/reports/library")
 class LibraryReportExport(MethodView):
-    # as for /export-report: the token first, so the limit is counted per user
-    decorators = [per_user_limit("EXPORT_RATE_LIMIT"), jwt_required()]
-
     @blp.auth_required(admin=True)
-    @export_view()
+    @export_view(LIBRARY_EXPORT_LIMIT)
     def post(self, query_args, body_args):
         """Export the library-wide report (librarians; month in the body or the query)"""
         month = body_args["month"] or query_args["month"]
