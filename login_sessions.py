@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import ForeignKey, String, delete, select, update
+from sqlalchemy import ForeignKey, String, bindparam, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import User, UTCDateTime, db, utcnow
@@ -98,6 +98,20 @@ def refresh_lifetime():
     return value if isinstance(value, timedelta) else timedelta(seconds=value)
 
 
+# built once, run by every authenticated request with its own values: the token's user and
+# its session, if that session is still unexpired
+TOKEN_USER = (
+    select(User, LoginSession.revoked_at, LoginSession.refresh_jti, LoginSession.id)
+    .outerjoin(
+        LoginSession,
+        (LoginSession.id == bindparam("sid"))
+        & (LoginSession.user_id == User.id)
+        & (LoginSession.expires_at > bindparam("now")),
+    )
+    .where(User.id == bindparam("user_id"))
+)
+
+
 def load_token_user(jwt_data):
     """Return the token's user and why the token is refused (None when it is good).
 
@@ -108,14 +122,7 @@ def load_token_user(jwt_data):
     if not isinstance(subject, str) or not subject.isdigit() or len(subject) > 10:
         return None, None
     row = db.session.execute(
-        select(User, LoginSession.revoked_at, LoginSession.refresh_jti, LoginSession.id)
-        .outerjoin(
-            LoginSession,
-            (LoginSession.id == str(jwt_data.get("sid")))
-            & (LoginSession.user_id == User.id)
-            & (LoginSession.expires_at > utcnow()),
-        )
-        .where(User.id == int(subject))
+        TOKEN_USER, {"user_id": int(subject), "sid": str(jwt_data.get("sid")), "now": utcnow()}
     ).first()
     if row is None:
         return None, None
