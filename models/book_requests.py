@@ -89,7 +89,7 @@ class BookRequest(db.Model):
     def create(user, book_name, author=None, note=None):
         """Record a new pending request, keeping each patron under the pending limit."""
         # lock the patron's row so concurrent requests count one at a time
-        lock_users(User.id == user.id)
+        lock_users(id=user.id)
         pending = db.session.scalar(
             select(func.count())
             .select_from(BookRequest)
