@@ -138,15 +138,16 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-say "Starting ./run.sh on $BASE_URL (log: $WORKDIR/service.log)"
-# a process group of its own, so the whole tree can be stopped at the end
-setsid ./run.sh >"$WORKDIR/service.log" 2>&1 &
-RUN_PID=$!
-
+# before the service starts: both would otherwise create the fresh database's schema at once
 say "Creating the librarian '$LIBRARIAN_USERNAME'"
 printf '%s\n' "$LIBRARIAN_PASSWORD" |
   flask --app app create-admin --username "$LIBRARIAN_USERNAME" \
     --email "$LIBRARIAN_USERNAME@example.org" --password-stdin
+
+say "Starting ./run.sh on $BASE_URL (log: $WORKDIR/service.log)"
+# a process group of its own, so the whole tree can be stopped at the end
+setsid ./run.sh >"$WORKDIR/service.log" 2>&1 &
+RUN_PID=$!
 
 say "Waiting for $BASE_URL/health and the Celery worker"
 deadline=$((SECONDS + START_TIMEOUT))
