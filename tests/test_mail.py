@@ -79,6 +79,34 @@ def test_smtp_backend_delivers_to_the_server(mail_config, smtp_server):
     assert [a.get_filename() for a in received.iter_attachments()] == ["report-all.csv"]
 
 
+def test_smtp_mail_spells_its_headers_and_content_types_as_mail_software_writes_them(
+    mail_config, smtp_server
+):
+    # header names and MIME types are case-insensitive to a parser, but a reader of the raw
+    # message (or a strict filter) sees them as sent: the sink's parse keeps their spelling
+    _, sink = smtp_server
+    mail_config.update(MAIL_BACKEND="smtp", MAIL_DEFAULT_SENDER="library@example.org")
+    address = f"spelled-{uuid.uuid4().hex[:8]}@example.org"
+    chart = ("chart.png", b"\x89PNG", "image/png")
+    send_mail(address, "Spelled", "hello", "<b>hello</b>", [ATTACHMENT, chart])
+    [received] = [m for m in sink.messages if m["To"] == address]
+    assert received.keys() == [
+        "From",
+        "To",
+        "Subject",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+    ]
+    leaves = [str(part["Content-Type"]) for part in received.walk() if not part.is_multipart()]
+    assert leaves == [
+        'text/plain; charset="utf-8"',
+        'text/html; charset="utf-8"',
+        'text/csv; charset="utf-8"',
+        "image/png",
+    ]
+
+
 def test_file_backend_writes_one_eml_to_the_outbox(mail_config, tmp_path, caplog):
     outbox = tmp_path / "outbox" / "nested"
     mail_config.update(MAIL_BACKEND="file", MAIL_OUTBOX=str(outbox))
