@@ -1,14 +1,18 @@
 """Pages: the envelope, `next` links and cursors, walks under concurrent writes, bounded totals."""
 
+import operator
 import threading
 from datetime import timedelta
 
 import pytest
 import requests
 from itsdangerous import URLSafeSerializer
+from marshmallow import Schema, fields
 from sqlalchemy import insert, select
 
-from models import BookRequest, Report, db, utcnow
+from book_requests import requests_query
+from models import BookRequest, Report, RequestStatus, db, utcnow
+from schemas import BookRequestSchema, dump_book_request, page_schema, plain_dumper
 from tests.dbstate import snapshot
 
 ENVELOPE = {"items", "page", "per_page", "total", "pages", "total_exceeds", "next"}
@@ -239,3 +243,75 @@ def test_a_cursor_takes_the_place_of_page(client, app, auth):
     page = client.get(second + "&page=1", headers=headers).json
     assert [item["id"] for item in page["items"]] == [ids[2], ids[1]]
     assert page["page"] == 2
+
+
+def every_kind_of_request(user_id, decider_id):
+    """Rows in every status, each nullable column both null and set, and datetimes with and
+    without microseconds (isoformat leaves a zero microsecond out)."""
+    whole = utcnow().replace(microsecond=0)
+    rows = []
+    for n, status in enumerate(RequestStatus):
+        for filled in (False, True):
+            moment = whole + timedelta(days=n, microseconds=123456 if filled else 0)
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "book_name": f"Book {status} {filled}",
+                    "author": "Ann Author" if filled else None,
+                    "note": "a note\nover two lines" if filled else None,
+                    "status": status,
+                    "request_date": moment,
+                    "decided_at": moment if filled else None,
+                    "decided_by": decider_id if filled else None,
+                    "reason": "no copies" if filled else None,
+                    "due_date": moment + timedelta(days=14) if filled else None,
+                    "returned_at": moment if filled else None,
+                    "renewals": n if filled else 0,
+                }
+            )
+    return rows
+
+
+def test_the_list_dumps_its_rows_exactly_as_the_schema_does(client, app, auth):
+    patron, headers = auth.patron()
+    librarian, _ = auth.librarian()
+    with app.app_context():
+        db.session.execute(
+            insert(BookRequest), every_kind_of_request(patron["id"], librarian["id"])
+        )
+        db.session.commit()
+        rows = db.session.execute(requests_query("user_id"), {"user_id": patron["id"]}).all()
+        entities = db.session.scalars(
+            select(BookRequest)
+            .where(BookRequest.user_id == patron["id"])
+            .order_by(BookRequest.id.desc())
+        ).all()
+        schema = BookRequestSchema()
+        assert len(rows) == 2 * len(RequestStatus)
+        for row in rows:
+            assert dump_book_request(row._mapping, operator.getitem) == schema.dump(row._mapping)
+        for entity in entities:
+            assert dump_book_request(entity) == schema.dump(entity)
+        expected = schema.dump(entities, many=True)
+    response = client.get("/requests?per_page=100", headers=headers)
+    assert response.status_code == 200
+    page = response.json
+    assert page["items"] == expected
+    assert page == page_schema(BookRequestSchema)().dump({**page, "items": entities})
+    # what the schema leaves out stays out, and each null and datetime as the schema has it
+    assert {None, "Ann Author"} == {item["author"] for item in page["items"]}
+    assert any("." not in item["request_date"] for item in page["items"])
+    assert any(item["request_date"].endswith(".123456+00:00") for item in page["items"])
+
+
+def test_a_schema_the_plain_dumper_cannot_follow_is_refused():
+    class Odd(Schema):
+        done = fields.Bool()
+
+    class Renamed(Schema):
+        name = fields.Str(data_key="title")
+
+    with pytest.raises(TypeError, match="Boolean is not handled"):
+        plain_dumper(Odd)
+    with pytest.raises(TypeError, match="not a plain field"):
+        plain_dumper(Renamed)
