@@ -56,8 +56,9 @@ def get_book_request(request_id):
 
 
 def create_book_request(data):
-    book_request = BookRequest.create(current_user, **data)
-    return book_request, 201, {"Location": f"/requests/{book_request.id}"}
+    row = BookRequest.create(current_user, **data)
+    # the inserted row, dumped by hand as BookRequestSchema would
+    return jsonify(dump_book_request(row)), 201, {"Location": f"/requests/{row.id}"}
 
 
 @blp.route("/requests")

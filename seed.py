@@ -143,7 +143,7 @@ def ensure_request(patron, librarian, book, author, note, result, days_ago):
     )
     if existing is not None:
         return
-    book_request = BookRequest.create(patron, book, author=author, note=note)
+    book_request = db.session.get(BookRequest, BookRequest.create(patron, book, author, note).id)
     for action in PATHS[result]:
         if action == "renew":
             book_request.renew()

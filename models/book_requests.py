@@ -4,7 +4,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app, render_template
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, func, select, update
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Conflict, UTCDateTime, db, utcnow
@@ -87,22 +98,27 @@ class BookRequest(db.Model):
 
     @staticmethod
     def create(user, book_name, author=None, note=None):
-        """Record a new pending request, keeping each patron under the pending limit."""
+        """Record a new pending request, keeping each patron under the pending limit.
+
+        Returns the inserted row as the database has it (read by attribute: `.id`,
+        `.status` ...), not an entity: plain statements, built once, on the session's
+        connection, without the ORM's unit of work (`db.session.get` gives the entity).
+        """
         # lock the patron's row so concurrent requests count one at a time
         lock_users(id=user.id)
-        pending = db.session.scalar(
-            select(func.count())
-            .select_from(BookRequest)
-            .where(BookRequest.user_id == user.id, BookRequest.status == RequestStatus.PENDING)
-        )
+        connection = db.session.connection()
+        pending = connection.scalar(PENDING_COUNT, {"user_id": user.id})
         limit = current_app.config["MAX_PENDING_REQUESTS"]
         if pending >= limit:
             db.session.rollback()
             raise Conflict(f"You already have {limit} pending requests.")
-        book_request = BookRequest(user_id=user.id, book_name=book_name, author=author, note=note)
-        db.session.add(book_request)
+        # the columns' own defaults (status, request_date, renewals) fill in the rest
+        row = connection.execute(
+            INSERT_REQUEST,
+            {"user_id": user.id, "book_name": book_name, "author": author, "note": note},
+        ).one()
         db.session.commit()
-        return book_request
+        return row
 
     def apply(self, action, actor, reason=None, mail=True):
         """Move the request along the status machine, atomically; a wrong status is a Conflict.
@@ -172,6 +188,27 @@ class BookRequest(db.Model):
                 f"This loan was due on {self.due_date:%Y-%m-%d}; loans more than "
                 f"{grace} day(s) overdue cannot be renewed."
             )
+
+
+# built once: BookRequest.create runs them for every new request
+PENDING_COUNT = (
+    select(func.count())
+    .select_from(BookRequest)
+    .where(
+        BookRequest.user_id == bindparam("user_id"),
+        BookRequest.status == RequestStatus.PENDING,
+    )
+)
+INSERT_REQUEST = (
+    insert(BookRequest.__table__)
+    .values(
+        user_id=bindparam("user_id"),
+        book_name=bindparam("book_name"),
+        author=bindparam("author"),
+        note=bindparam("note"),
+    )
+    .returning(*BookRequest.__table__.c)
+)
 
 
 class OutboxMail(db.Model):

@@ -1,12 +1,13 @@
 """Accounts: the User model, password hashing, and the rules on usernames, emails and roles."""
 
+import functools
 import unicodedata
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from flask import current_app
-from sqlalchemy import Boolean, String, func, select, true, update
+from sqlalchemy import Boolean, String, bindparam, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -190,12 +191,19 @@ def lock_users(**values):
     A no-op UPDATE, not SELECT ... FOR UPDATE: PostgreSQL locks the rows either way, but
     SQLite ignores FOR UPDATE, and only a write takes its (database-wide) write lock. It
     names the table's columns, not the entity's, so it runs as a plain statement without
-    the ORM's bulk-update work.
+    the ORM's bulk-update work, built once per set of columns.
     """
+    db.session.connection().execute(
+        lock_statement(*sorted(values)), {f"lock_{name}": value for name, value in values.items()}
+    )
+
+
+@functools.cache
+def lock_statement(*names):
     table = User.__table__
-    db.session.execute(
+    return (
         update(table)
-        .where(*(table.c[name] == value for name, value in values.items()))
+        .where(*(table.c[name] == bindparam(f"lock_{name}") for name in names))
         .values(role=table.c.role)
     )
 

@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import select
 
 from models import BookRequest, OutboxMail, RequestStatus, db
+from schemas import BookRequestSchema
 
 
 def make_request(client, headers, **body):
@@ -28,6 +29,22 @@ def test_patron_requests_a_book_on_either_path(client, auth, path):
     assert body["status"] == "pending"
     assert body["user_id"] == user["id"]
     assert client.get(response.headers["Location"], headers=headers).json == body
+
+
+@pytest.mark.parametrize("filled", [False, True])
+def test_a_new_request_answers_as_the_schema_dumps_it(client, app, auth, filled):
+    _, headers = auth.patron()
+    body = {"book_name": "Dune"}
+    if filled:
+        body |= {"author": "Frank Herbert", "note": "any edition"}
+    response = client.post("/requests", json=body, headers=headers)
+    assert response.status_code == 201
+    with app.app_context():
+        stored = db.session.get(BookRequest, response.json["id"])
+        assert response.json == BookRequestSchema().dump(stored)
+    assert (response.json["author"] is None) is not filled
+    assert (response.json["note"] is None) is not filled
+    assert response.headers["Content-Type"] == "application/json"
 
 
 @pytest.mark.parametrize(
