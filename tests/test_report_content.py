@@ -3,7 +3,9 @@ HTML (download and mail body) and defused as a formula in the CSV (download and 
 
 import csv
 import io
+import os
 import re
+import time
 from datetime import datetime, timedelta
 from html import escape
 
@@ -203,3 +205,60 @@ def test_every_csv_field_is_defused_as_a_formula(built, first):
         for field in CSV_FIELDS:
             assert parsed[0][field] == "'" + rows[0][field], f"{field} in the {where}"
             assert parsed[1][field] == rows[1][field], f"{field} in the {where}"
+
+
+@pytest.fixture
+def tokyo_clock():
+    """The process's local time zone is Tokyo's (UTC+9) for the test, then back."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Tokyo"
+    time.tzset()
+    yield
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+def test_every_cell_of_the_library_reports_queue_and_overdue_loans(built, tokyo_clock):
+    # ages and days overdue count in UTC whatever the server's own time zone: 9 hours more
+    # would make each of these one day older
+    now, day, hour = utcnow(), timedelta(days=1), timedelta(hours=1)
+    pending = [
+        {"book_name": "Emma", "request_date": now - 5 * day - hour},
+        {"book_name": "Dune", "author": "Frank Herbert", "request_date": now - 2 * day + hour},
+    ]
+    overdue = [
+        {"book_name": "Kindred", "author": "Octavia Butler", "due_date": now - 2 * day - 20 * hour},
+        # overdue by an hour: one day, not none
+        {"book_name": "Walden", "due_date": now - hour},
+    ]
+    rows = [{**row, "status": "pending"} for row in pending]
+    rows += [{**row, "status": "approved", "request_date": now - 30 * day} for row in overdue]
+    files = built(rows, ReportScope.LIBRARY, username="reader-one")
+    ids = {
+        row["book_name"]: row["id"]
+        for row in csv.DictReader(io.StringIO(files["csv"].lstrip("\ufeff"), newline=""))
+    }
+    queue, late = files["html"].split("Pending queue", 1)[1].split("Overdue loans", 1)
+
+    def cells(part):
+        rows = re.findall(r"<tr><td>\d+</td>.*?</tr>\n", part)
+        # one row a line: nothing between them
+        assert "".join(rows) in part
+        return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+
+    assert cells(queue) == [
+        [ids["Emma"], "Emma", "", "reader-one", pending[0]["request_date"].strftime("%Y-%m-%d"),
+         "5"],
+        [ids["Dune"], "Dune", "Frank Herbert", "reader-one",
+         pending[1]["request_date"].strftime("%Y-%m-%d"), "1"],
+    ]  # fmt: skip
+    assert cells(late.split("</table>", 1)[0]) == [
+        [ids["Kindred"], "Kindred", "Octavia Butler", "reader-one",
+         overdue[0]["due_date"].strftime("%Y-%m-%d"),
+         '<span class="badge s-overdue">2 days overdue</span>'],
+        [ids["Walden"], "Walden", "", "reader-one", overdue[1]["due_date"].strftime("%Y-%m-%d"),
+         '<span class="badge s-overdue">1 day overdue</span>'],
+    ]  # fmt: skip
