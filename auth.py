@@ -180,7 +180,8 @@ class Me(MethodView):
     @blp.response(200, UserSchema)
     def get(self):
         """Show the account the token belongs to"""
-        return current_user
+        # the user itself: the schema would read each field through the proxy
+        return current_user._get_current_object()
 
     @blp.auth_required()
     @blp.arguments(MeUpdateSchema)

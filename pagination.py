@@ -5,6 +5,7 @@ total is counted no further than 10,001 rows, and deep pages continue from a cur
 (the last row's order key, signed) instead of skipping rows with OFFSET.
 """
 
+import functools
 import weakref
 from collections.abc import Mapping
 from datetime import datetime
@@ -47,7 +48,7 @@ class Listing:
         return [column.desc() if self.descending else column.asc() for column in self.key]
 
     def key_of(self, item):
-        """The order key of an item: an entity, or a row read by column name."""
+        """The order key of an item: an entity or a row, read by attribute, or a mapping."""
         if isinstance(item, Mapping):
             return [item[column.key] for column in self.key]
         return [getattr(item, column.key) for column in self.key]
@@ -83,7 +84,13 @@ def decode_value(kind, value):
 
 def serializer():
     # every API host shares the JWT secret, so a cursor from one host works on any other
-    return URLSafeSerializer(current_app.config["JWT_SECRET_KEY"], salt="page-cursor")
+    return cursor_serializer(current_app.config["JWT_SECRET_KEY"])
+
+
+@functools.lru_cache(maxsize=4)
+def cursor_serializer(secret):
+    # kept per secret: a serializer derives its signing key anew for every cursor otherwise
+    return URLSafeSerializer(secret, salt="page-cursor")
 
 
 def read_cursor(listing, cursor):
@@ -150,7 +157,15 @@ class PageQueries:
         self.count = select(count)
 
     def item(self, row):
-        return row[0] if self.whole else row._mapping
+        # a row of columns is read by attribute, as an entity would be
+        return row[0] if self.whole else row
+
+    def execute(self, statement, params):
+        """Run one of these statements: entities through the ORM, plain columns on the
+        session's connection, without the ORM's work per statement and per row."""
+        if self.whole:
+            return db.session.execute(statement, params)
+        return db.session.connection().execute(statement, params)
 
 
 # one PageQueries per list query that lives on (a route's query built once); a query built
@@ -165,10 +180,10 @@ def page_queries(listing, statement):
     return found[1]
 
 
-def counted(statement, params):
+def counted(queries, statement, params):
     """Run `statement`, whose last column is the count: (its rows, the count), the count None
     when no row came back to carry it."""
-    rows = db.session.execute(statement, params).all()
+    rows = queries.execute(statement, params).all()
     return rows, (rows[0][-1] if rows else None)
 
 
@@ -186,7 +201,7 @@ def paginate(listing, statement, args, params=None):
     if args.get("cursor") is not None:
         offset, key = read_cursor(listing, args["cursor"])
         params.update((f"key_{n}", value) for n, value in enumerate(key))
-        rows, total = counted(queries.after, params)
+        rows, total = counted(queries, queries.after, params)
         rows = [queries.item(row) for row in rows]
         page = offset // per_page + 1
     else:
@@ -201,20 +216,20 @@ def paginate(listing, statement, args, params=None):
         if offset:
             # the ids alone are skipped, in the index (PostgreSQL's index-only scan, SQLite's
             # covering index); OFFSET over whole rows would fetch every skipped row
-            found, total = counted(queries.ids_at, {**params, "page_offset": offset})
+            found, total = counted(queries, queries.ids_at, {**params, "page_offset": offset})
             ids = [row[0] for row in found]
             by_id = {}
             if ids:
-                for row in db.session.execute(queries.by_ids, {"ids": ids}):
+                for row in queries.execute(queries.by_ids, {"ids": ids}):
                     item = queries.item(row)
                     by_id[listing.key_of(item)[-1]] = item
             rows = [by_id[each] for each in ids if each in by_id]
         else:
-            rows, total = counted(queries.first, params)
+            rows, total = counted(queries, queries.first, params)
             rows = [queries.item(row) for row in rows]
     items = rows[:per_page]
     if total is None:
-        total = db.session.scalar(queries.count, params)
+        total = queries.execute(queries.count, params).scalar()
     exceeds = total > MAX_COUNTED
     link = None
     if len(rows) > per_page:
