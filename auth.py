@@ -161,16 +161,17 @@ class MyPassword(MethodView):
     @blp.error_responses(403, 429)
     def post(self, data):
         """Change the password; every other session of the account ends"""
-        keys = throttle_keys(current_user.username, current_user)
+        user = account()
+        keys = throttle_keys(user.username, user)
         if seconds_to_wait(keys[:1]):
             abort(429, message="Too many wrong passwords: try again later.")
-        if not current_user.check_password(data["current_password"]):
+        if not user.check_password(data["current_password"]):
             # a stolen token must not become a way to guess the password
             record_failure(keys[:1])
             abort(403, message="The current password is wrong.")
-        current_user.set_password(data["new_password"])
+        user.set_password(data["new_password"])
         db.session.commit()
-        LoginSession.end_all(current_user.id, keep_sid=get_jwt()["sid"])
+        LoginSession.end_all(user.id, keep_sid=get_jwt()["sid"])
         return {"message": "Password changed; your other sessions have ended."}
 
 
@@ -180,7 +181,7 @@ class Me(MethodView):
     @blp.response(200, UserSchema)
     def get(self):
         """Show the account the token belongs to"""
-        # the user itself: the schema would read each field through the proxy
+        # the account itself: the schema would read each field through the proxy
         return current_user._get_current_object()
 
     @blp.auth_required()
@@ -188,9 +189,15 @@ class Me(MethodView):
     @blp.response(200, UserSchema)
     def patch(self, data):
         """Turn your decision mails and due-soon nudges on or off"""
-        current_user.notify = data["notify"]
+        user = account()
+        user.notify = data["notify"]
         db.session.commit()
-        return current_user
+        return user
+
+
+def account():
+    """The token's account as a User, for a view that changes it (current_user is read-only)."""
+    return db.session.get(User, current_user.id)
 
 
 def unauthorized(message):

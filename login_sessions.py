@@ -98,10 +98,25 @@ def refresh_lifetime():
     return value if isinstance(value, timedelta) else timedelta(seconds=value)
 
 
+class TokenUser:
+    """The token's account as the database has it at this request: its columns, and the
+    read-only properties of User. Read as plain columns, without the ORM's work of loading
+    an entity; a view that changes the account loads the User itself (`account()`)."""
+
+    __slots__ = tuple(column.key for column in User.__table__.c)
+    is_admin = User.is_admin
+    email_verified = User.email_verified
+    mail_paused = User.mail_paused
+
+    def __init__(self, values):
+        for name, value in zip(self.__slots__, values, strict=False):
+            setattr(self, name, value)
+
+
 # built once, run by every authenticated request with its own values: the token's user and
 # its session, if that session is still unexpired
 TOKEN_USER = (
-    select(User, LoginSession.revoked_at, LoginSession.refresh_jti, LoginSession.id)
+    select(*User.__table__.c, LoginSession.revoked_at, LoginSession.refresh_jti, LoginSession.id)
     .outerjoin(
         LoginSession,
         (LoginSession.id == bindparam("sid"))
@@ -121,12 +136,18 @@ def load_token_user(jwt_data):
     # a malformed subject is an invalid token, not a server error
     if not isinstance(subject, str) or not subject.isdigit() or len(subject) > 10:
         return None, None
-    row = db.session.execute(
-        TOKEN_USER, {"user_id": int(subject), "sid": str(jwt_data.get("sid")), "now": utcnow()}
-    ).first()
+    row = (
+        db.session.connection()
+        .execute(
+            TOKEN_USER,
+            {"user_id": int(subject), "sid": str(jwt_data.get("sid")), "now": utcnow()},
+        )
+        .first()
+    )
     if row is None:
         return None, None
-    user, revoked_at, refresh_jti, sid = row
+    user = TokenUser(row)
+    revoked_at, refresh_jti, sid = row[-3:]
     if not user.active:
         return user, "The account is disabled."
     if sid is None or revoked_at is not None:
