@@ -103,20 +103,26 @@ class BookRequest(db.Model):
         Returns the inserted row as the database has it (read by attribute: `.id`,
         `.status` ...), not an entity: plain statements, built once, on the session's
         connection, without the ORM's unit of work (`db.session.get` gives the entity).
+        Every request creating one takes the write lock (SQLite) or the patron's row lock
+        (PostgreSQL) before it counts.
         """
-        # lock the patron's row so concurrent requests count one at a time
-        lock_users(id=user.id)
-        connection = db.session.connection()
-        pending = connection.scalar(PENDING_COUNT, {"user_id": user.id})
         limit = current_app.config["MAX_PENDING_REQUESTS"]
-        if pending >= limit:
+        values = {"user_id": user.id, "book_name": book_name, "author": author, "note": note}
+        connection = db.session.connection()
+        if connection.dialect.name == "sqlite":
+            # one statement counts and inserts: SQLite's write lock, taken as the statement
+            # starts, makes the count its own, and is held only until the commit that follows
+            # (not across three statements, each waiting its turn for the interpreter)
+            row = connection.execute(INSERT_UNDER_LIMIT, {**values, "limit": limit}).first()
+        else:
+            # lock the patron's row so concurrent requests count one at a time: a count
+            # within the INSERT would read a snapshot from before the lock was granted
+            lock_users(id=user.id)
+            pending = connection.scalar(PENDING_COUNT, {"user_id": user.id})
+            row = connection.execute(INSERT_REQUEST, values).one() if pending < limit else None
+        if row is None:
             db.session.rollback()
             raise Conflict(f"You already have {limit} pending requests.")
-        # the columns' own defaults (status, request_date, renewals) fill in the rest
-        row = connection.execute(
-            INSERT_REQUEST,
-            {"user_id": user.id, "book_name": book_name, "author": author, "note": note},
-        ).one()
         db.session.commit()
         return row
 
@@ -206,6 +212,19 @@ INSERT_REQUEST = (
         book_name=bindparam("book_name"),
         author=bindparam("author"),
         note=bindparam("note"),
+    )
+    .returning(*BookRequest.__table__.c)
+)
+# the same, inserting nothing when the patron is at the limit (the columns' defaults are
+# rendered into the SELECT)
+NEW_VALUES = ("user_id", "book_name", "author", "note")
+INSERT_UNDER_LIMIT = (
+    insert(BookRequest.__table__)
+    .from_select(
+        NEW_VALUES,
+        select(
+            *(bindparam(name, type_=BookRequest.__table__.c[name].type) for name in NEW_VALUES)
+        ).where(PENDING_COUNT.scalar_subquery() < bindparam("limit")),
     )
     .returning(*BookRequest.__table__.c)
 )
