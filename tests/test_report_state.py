@@ -4,6 +4,7 @@ whole and in order, and that the monthly job makes a month's reports once."""
 
 import csv
 import io
+import re
 from datetime import datetime
 
 import pytest
@@ -11,8 +12,9 @@ from sqlalchemy import func, insert, select, update
 
 from models import UTC, BookRequest, Report, ReportChunk, ReportScope, ReportStatus, db, utcnow
 from monthly_reports import previous_month, start_monthly_reports
-from report_builder import build_once, mail_once
+from report_builder import Retry, build_once, mail_once
 from tests.factories import start_report
+from tests.servers import free_port
 
 # these builds run in process: a worker's sweep would publish and take them first
 pytestmark = pytest.mark.usefixtures("no_worker")
@@ -131,3 +133,132 @@ def test_a_months_reports_are_made_once_even_after_they_finish(app, auth):
             librarian["id"],
             idle["id"],
         }
+
+
+def test_a_months_report_is_made_for_each_user_whatever_their_other_reports(app, auth, caplog):
+    librarian, _ = auth.librarian()
+    patron, _ = auth.patron()
+    # exported December while it ran: that partial report is not the month's
+    early, _ = auth.patron()
+    # an export in progress holds the one active report this user may have
+    busy, _ = auth.patron()
+    december = datetime(2025, 12, 10, tzinfo=UTC)
+    users = (librarian, patron, early, busy)
+    with app.app_context():
+        db.session.execute(
+            insert(BookRequest),
+            [{"user_id": u["id"], "book_name": "Dune", "request_date": december} for u in users],
+        )
+        db.session.add_all(
+            [
+                Report(
+                    user_id=early["id"],
+                    month="2025-12",
+                    status=ReportStatus.DONE,
+                    created_at=datetime(2025, 12, 20, tzinfo=UTC),
+                ),
+                Report(user_id=busy["id"], status=ReportStatus.QUEUED, enqueued_at=utcnow()),
+            ]
+        )
+        db.session.commit()
+        with caplog.at_level("INFO", logger="monthly_reports"):
+            started = start_monthly_reports("2025-12")
+        assert {(r.user_id, r.scope) for r in started} == {
+            (librarian["id"], ReportScope.LIBRARY),
+            (patron["id"], ReportScope.PATRON),
+            (early["id"], ReportScope.PATRON),
+        }
+        # the librarian's own report waits for the library's, as the busy patron's does
+        assert [r.getMessage() for r in caplog.records if r.name == "monthly_reports"] == [
+            f"user {who['id']} has a report in progress; monthly patron report skipped"
+            for who in (librarian, busy)
+        ]
+        # published as they are made: the sweep does not take them for stranded ones
+        assert all(r.enqueued_at is not None for r in started)
+        assert set(Report.stale_ids(utcnow())).isdisjoint(r.id for r in started)
+        db.session.execute(update(Report).values(status=ReportStatus.DONE))
+        db.session.commit()
+        assert {(r.user_id, r.scope) for r in start_monthly_reports("2025-12")} == {
+            (librarian["id"], ReportScope.PATRON),
+            (busy["id"], ReportScope.PATRON),
+        }
+
+
+def test_a_report_too_large_for_the_mail_is_linked_instead(app, auth, client, smtp_server):
+    _, sink = smtp_server
+    user, headers, report_id = export_with_rows(app, auth, client, 40)
+    saved = app.config["REPORT_CHUNK_BYTES"], app.config["MAIL_MAX_ATTACHMENT_BYTES"]
+    # many chunks: the mail joins them as the download does
+    app.config["REPORT_CHUNK_BYTES"] = 64
+    try:
+        with app.app_context():
+            report = db.session.get(Report, report_id)
+            assert build_once(report, "state-test")
+            sizes = dict(report.sizes)
+            # the CSV just fits; the HTML page is larger and is only linked
+            assert sizes["html"] > sizes["csv"]
+            app.config["MAIL_MAX_ATTACHMENT_BYTES"] = sizes["csv"]
+            mail_once(report)
+    finally:
+        app.config["REPORT_CHUNK_BYTES"], app.config["MAIL_MAX_ATTACHMENT_BYTES"] = saved
+    [mail] = [m for m in sink.messages if m["To"] == user["email"]]
+    assert mail.get_body(preferencelist=("html",)) is None
+    [attachment] = mail.iter_attachments()
+    assert str(attachment["Content-Type"]) == 'text/csv; charset="utf-8"'
+    download = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
+    assert attachment.get_content() == download.get_data(as_text=True)
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    assert f"/reports/{report_id}/download?format=html" in text
+
+
+def test_a_report_one_byte_over_the_mail_limit_is_not_attached(app, auth, client, smtp_server):
+    _, sink = smtp_server
+    user, _, report_id = export_with_rows(app, auth, client, 3)
+    saved = app.config["MAIL_MAX_ATTACHMENT_BYTES"]
+    try:
+        with app.app_context():
+            report = db.session.get(Report, report_id)
+            assert build_once(report, "state-test")
+            app.config["MAIL_MAX_ATTACHMENT_BYTES"] = report.sizes["csv"] - 1
+            mail_once(report)
+    finally:
+        app.config["MAIL_MAX_ATTACHMENT_BYTES"] = saved
+    [mail] = [m for m in sink.messages if m["To"] == user["email"]]
+    assert list(mail.iter_attachments()) == []
+    assert mail.get_body(preferencelist=("html",)) is None
+
+
+def test_a_report_is_not_mailed_to_an_unverified_address(app, auth, client, smtp_server, caplog):
+    _, sink = smtp_server
+    user = auth.register(verified=False)
+    report_id = start_report(app, user["id"])
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert build_once(report, "state-test")
+        with caplog.at_level("INFO", logger="report_builder"):
+            mail_once(report)
+    assert [m for m in sink.messages if m["To"] == user["email"]] == []
+    assert row_of(app, report_id).emailed_at is None
+    assert f"report {report_id} not mailed: the owner's address is not verified" in [
+        r.getMessage() for r in caplog.records if r.name == "report_builder"
+    ]
+
+
+def test_a_mail_server_away_hands_the_mail_back_for_the_retry(app, auth, client, caplog):
+    user, _, report_id = export_with_rows(app, auth, client, 1)
+    saved = app.config["MAIL_PORT"]
+    # nothing listens there: the connection is refused
+    app.config["MAIL_PORT"] = free_port()
+    try:
+        with app.app_context():
+            report = db.session.get(Report, report_id)
+            assert build_once(report, "state-test")
+            with caplog.at_level("WARNING", logger="report_builder"), pytest.raises(Retry):
+                mail_once(report)
+    finally:
+        app.config["MAIL_PORT"] = saved
+    assert row_of(app, report_id).emailed_at is None
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "report_builder"]
+    assert re.fullmatch(
+        rf"report {report_id}: mail not sent, retrying: \[Errno 111\] Connection refused", logged
+    )
