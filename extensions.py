@@ -56,6 +56,9 @@ class Blueprint(flask_smorest.Blueprint):
         query with a page cursor 400 (a cursor the API did not sign)."""
         if location == "json" and "examples" not in kwargs:
             kwargs.setdefault("example", body_example(schema))
+        # an instance, made once: given a class, webargs would make one for every request
+        if isinstance(schema, type):
+            schema = schema()
         take_arguments = super().arguments(schema, location=location, **kwargs)
         if location == "query" and "cursor" in schema._declared_fields:
             bad_cursor = self.error_responses(400)
