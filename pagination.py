@@ -89,7 +89,7 @@ def serializer():
 
 @functools.lru_cache(maxsize=4)
 def cursor_serializer(secret):
-    # kept per secret: a serializer derives its signing key anew for every cursor otherwise
+    # built once per secret rather than for every page (it still derives its key per cursor)
     return URLSafeSerializer(secret, salt="page-cursor")
 
 
