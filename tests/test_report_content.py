@@ -132,10 +132,10 @@ def test_dates_badges_and_mail_of_a_patron_report(app, built):
         badge("returned", "Returned"),
         badge("pending", "Pending"),
     ]
-    html_rows = [
-        re.findall(r"<td>(.*?)</td>", row)
-        for row in re.findall(r"<tr><td>\d+</td>.*?</tr>", files["html"])
-    ]
+    found = re.findall(r"<tr><td>\d+</td>.*?</tr>\n", files["html"])
+    # one row a line: nothing between them
+    assert "".join(found) in files["html"]
+    html_rows = [re.findall(r"<td>(.*?)</td>", row) for row in found]
     assert [cells[1:] for cells in html_rows] == [
         [row["book_name"], row.get("author", ""), shown, requested.strftime("%Y-%m-%d"),
          date(row, "decided_at"), date(row, "due_date"), date(row, "returned_at"), "", ""]
@@ -237,10 +237,15 @@ def test_every_cell_of_the_library_reports_queue_and_overdue_loans(built, tokyo_
     rows = [{**row, "status": "pending"} for row in pending]
     rows += [{**row, "status": "approved", "request_date": now - 30 * day} for row in overdue]
     files = built(rows, ReportScope.LIBRARY, username="reader-one")
-    ids = {
-        row["book_name"]: row["id"]
-        for row in csv.DictReader(io.StringIO(files["csv"].lstrip("\ufeff"), newline=""))
-    }
+    every = list(csv.DictReader(io.StringIO(files["csv"].lstrip("\ufeff"), newline="")))
+    # the CSV has every request of the library, each with its patron
+    assert sorted((row["book_name"], row["patron"]) for row in every) == sorted(
+        (row["book_name"], "reader-one") for row in rows
+    )
+    ids = {row["book_name"]: row["id"] for row in every}
+    assert files["mail"]["Subject"] == "Library-wide report (all time)"
+    # the page is all written at the end: nothing before it
+    assert files["html"].startswith("<!doctype html>")
     queue, late = files["html"].split("Pending queue", 1)[1].split("Overdue loans", 1)
 
     def cells(part):

@@ -207,6 +207,8 @@ def test_a_report_too_large_for_the_mail_is_linked_instead(app, auth, client, sm
     assert str(attachment["Content-Type"]) == 'text/csv; charset="utf-8"'
     download = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
     assert attachment.get_content() == download.get_data(as_text=True)
+    # the size the limit is held against is the file's own
+    assert sizes["csv"] == len(download.get_data())
     text = mail.get_body(preferencelist=("plain",)).get_content()
     assert f"/reports/{report_id}/download?format=html" in text
 
@@ -262,3 +264,31 @@ def test_a_mail_server_away_hands_the_mail_back_for_the_retry(app, auth, client,
     assert re.fullmatch(
         rf"report {report_id}: mail not sent, retrying: \[Errno 111\] Connection refused", logged
     )
+
+
+def test_a_patrons_report_holds_only_their_own_requests(app, auth, client):
+    # another patron's requests, in the month and out of it, are never in this one's report
+    other, _ = auth.patron()
+    user, headers = auth.patron()
+    december, june = datetime(2025, 12, 10, tzinfo=UTC), datetime(2025, 6, 10, tzinfo=UTC)
+    with app.app_context():
+        db.session.execute(
+            insert(BookRequest),
+            [
+                {"user_id": who["id"], "book_name": f"{name} {when:%m}", "request_date": when}
+                for who, name in ((user, "Mine"), (other, "Theirs"))
+                for when in (december, june)
+            ],
+        )
+        db.session.commit()
+    for month, books in ((None, ["Mine 12", "Mine 06"]), ("2025-12", ["Mine 12"])):
+        report_id = start_report(app, user["id"], month=month)
+        with app.app_context():
+            assert build_once(db.session.get(Report, report_id), "state-test")
+        download = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
+        rows = csv.DictReader(io.StringIO(download.get_data(as_text=True), newline=""))
+        assert [row["book_name"] for row in rows] == books
+        assert row_of(app, report_id).row_count == len(books)
+        with app.app_context():
+            db.session.execute(update(Report).values(status=ReportStatus.DONE))
+            db.session.commit()
