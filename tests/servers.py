@@ -1,5 +1,6 @@
 """Real servers the tests run against: a private redis-server, a Celery worker, gunicorn, SMTP."""
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -13,6 +14,7 @@ from email import message_from_bytes, policy
 import redis
 import requests
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -227,9 +229,76 @@ class MailSink:
         return "250 OK"
 
 
-def start_smtp(port=None):
+class _TrackedSMTP(SMTP):
+    """aiosmtpd's SMTP protocol, one per connection, that its controller can hang up on."""
+
+    def __init__(self, handler, connections, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.connections = connections
+        self.lost = None
+        self.hung_up = False
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        # STARTTLS calls this again, for the TLS layer over the same connection
+        if self.lost is None:
+            self.lost = self.loop.create_future()
+            self.connections.add(self)
+
+    def connection_lost(self, error):
+        super().connection_lost(error)
+        self.connections.discard(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def hang_up(self):
+        if not self.hung_up:
+            self.hung_up = True
+            self.transport.abort()
+
+
+class SinkController(Controller):
+    """aiosmtpd's Controller whose stop() also closes the connections clients still hold.
+
+    Controller.stop() only stops the loop and cancels its tasks: a connection accepted just
+    before (a worker mailing, or killed mid-mail) keeps its socket, and the garbage collector
+    closes it later, with a ResourceWarning, during whichever test runs then.
+    """
+
+    def __init__(self, handler, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.connections = set()
+
+    def factory(self):
+        return _TrackedSMTP(self.handler, self.connections, **self.SMTP_kwargs)
+
+    async def _hang_up(self):
+        self.server.close()
+        this = asyncio.current_task()
+        # until every connection is gone: a connection still being accepted is a task that
+        # ends once it is set up, and the next round hangs up on it too
+        while True:
+            for smtp in list(self.connections):
+                smtp.hang_up()
+            pending = [*(asyncio.all_tasks() - {this}), *(s.lost for s in self.connections)]
+            if not pending:
+                return
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+
+    def stop(self):
+        """Hang up on every client, then stop the loop and its thread; again does nothing."""
+        if self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._hang_up(), self.loop).result()
+        super().stop()
+
+
+def start_smtp(port=None, **smtp_settings):
+    """A SinkController on `port` (a free one by default), started; return it and its sink."""
     sink = MailSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port or free_port())
+    controller = SinkController(
+        sink, hostname="127.0.0.1", port=port or free_port(), **smtp_settings
+    )
     controller.start()
     return controller, sink
 

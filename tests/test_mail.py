@@ -3,6 +3,7 @@
 import email
 import logging
 import re
+import smtplib
 import ssl
 import stat
 import subprocess
@@ -10,11 +11,10 @@ import uuid
 from email import policy
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from mail import absolute_url, build_message, send_mail
-from tests.servers import MailSink, free_port
+from tests.servers import start_smtp
 
 ATTACHMENT = ("report-all.csv", b"id,book_name\r\n1,Dune\r\n", "text/csv")
 
@@ -193,17 +193,10 @@ def tls_smtp_server(tmp_path):
     )  # fmt: skip
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    sink, logins = MailSink(), Logins()
-    controller = Controller(
-        sink,
-        hostname="127.0.0.1",
-        port=free_port(),
-        tls_context=context,
-        require_starttls=True,
-        authenticator=logins,
-        auth_require_tls=True,
+    logins = Logins()
+    controller, sink = start_smtp(
+        tls_context=context, require_starttls=True, authenticator=logins, auth_require_tls=True
     )
-    controller.start()
     yield controller, sink, logins
     controller.stop()
 
@@ -228,3 +221,23 @@ def test_smtp_backend_starts_tls_then_logs_in_when_configured(
     send_mail("tls@example.org", "Over TLS", "hello")
     assert [m["Subject"] for m in sink.messages] == ["Over TLS"]
     assert logins.seen == login
+
+
+def test_mail_sink_hangs_up_on_clients_still_connected_when_stopped(tls_smtp_server):
+    # a connection left open would be closed by the garbage collector, with a ResourceWarning,
+    # during whichever test runs then
+    plain, _ = start_smtp()
+    tls, _, _ = tls_smtp_server
+    with (
+        smtplib.SMTP("127.0.0.1", plain.port, timeout=15) as plain_client,
+        smtplib.SMTP("127.0.0.1", tls.port, timeout=15) as tls_client,
+    ):
+        tls_client.starttls()
+        for client in (plain_client, tls_client):
+            client.ehlo()
+        plain.stop()
+        tls.stop()
+        assert (plain.connections, tls.connections) == (set(), set())
+        for client in (plain_client, tls_client):
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                client.noop()
