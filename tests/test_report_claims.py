@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, insert, select, update
-from sqlalchemy.orm import Session
 
 from models import Report, db, utcnow
 from tests.factories import add_user
@@ -115,6 +114,10 @@ def test_live_build_is_not_claimed_by_another_delivery(app, auth):
         assert report.task_id == "alive" and report.attempts == 1
 
 
+def is_report_insert(statement):
+    return (statement or "").lstrip().startswith("INSERT INTO report ")
+
+
 def finish_active_reports(engine, user_id):
     with engine.begin() as conn:
         conn.execute(
@@ -132,12 +135,12 @@ def test_export_refused_by_a_report_that_then_finished_is_retried(client, app, a
         engine = db.engine
     finished = []
 
-    def finish_after_refusal(session):
-        if not finished:
+    def finish_after_refusal(context):
+        if not finished and is_report_insert(context.statement):
             finished.append(True)
             finish_active_reports(engine, user["id"])
 
-    with listening(Session, "after_rollback", finish_after_refusal):
+    with listening(engine, "handle_error", finish_after_refusal):
         response = client.post("/export-report", headers=headers)
     assert finished, "the insert was never refused"
     assert response.status_code == 202, response.json
@@ -154,18 +157,28 @@ def test_export_gives_up_when_reports_keep_finishing_under_it(client, app, auth)
         engine = db.engine
     refusals = []
 
-    def start_a_report(session, flush_context, instances):
-        if any(isinstance(obj, Report) for obj in session.new):
-            with engine.begin() as conn:
-                conn.execute(insert(Report).values(id=f"other-{len(refusals)}", user_id=user["id"]))
+    starting = threading.local()
 
-    def finish_after_refusal(session):
-        refusals.append(True)
-        finish_active_reports(engine, user["id"])
+    def start_a_report(conn, cursor, statement, parameters, context, executemany):
+        # the export's own insert, not this one's
+        if is_report_insert(statement) and not getattr(starting, "active", False):
+            starting.active = True
+            try:
+                with engine.begin() as other:
+                    other.execute(
+                        insert(Report).values(id=f"other-{len(refusals)}", user_id=user["id"])
+                    )
+            finally:
+                starting.active = False
+
+    def finish_after_refusal(context):
+        if is_report_insert(context.statement):
+            refusals.append(True)
+            finish_active_reports(engine, user["id"])
 
     with (
-        listening(Session, "before_flush", start_a_report),
-        listening(Session, "after_rollback", finish_after_refusal),
+        listening(engine, "before_cursor_execute", start_a_report),
+        listening(engine, "handle_error", finish_after_refusal),
     ):
         response = client.post("/export-report", headers=headers)
     assert response.status_code == 503, response.json
