@@ -11,6 +11,7 @@ from celery import shared_task
 from celery.utils import uuid
 from flask import render_template
 from sqlalchemy import or_, select
+from sqlalchemy.exc import OperationalError
 
 import monthly_reports
 import outbox
@@ -138,8 +139,10 @@ def send_outbox_mail(self, mail_id: int) -> None:
     """Send one mail from the outbox; a duplicate delivery finds it claimed and does nothing."""
     try:
         outbox.deliver(mail_id)
-    except TRANSIENT_MAIL_ERRORS as exc:
-        # past the last retry the mail stays pending, for the sweep to send later
+    except (*TRANSIENT_MAIL_ERRORS, OperationalError) as exc:
+        # the mail server, or the database (away, or SQLite's write lock busy past its
+        # timeout): the mail stays pending, for a retry or, past the last one, the sweep
+        db.session.rollback()
         log.warning("mail %s not sent, retrying: %s", mail_id, exc)
         raise self.retry(exc=exc, countdown=retry_delay(self)) from exc
 

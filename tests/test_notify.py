@@ -1,12 +1,14 @@
 """Patrons hear of their requests: decision mails through the outbox, the notify setting, and
 the due-soon nudge, with a real worker, a real Redis and a real SMTP server."""
 
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
 
 import outbox
 from models import BookRequest, OutboxMail, db, utcnow
@@ -118,6 +120,42 @@ def test_redis_down_during_an_approve_and_the_mail_arrives_once_it_is_back(
     assert row.attempts == 1
     [mail] = mails_to(smtp_server, patron["email"])
     assert mail["Subject"] == "Approved: Middlemarch"
+
+
+def test_a_mail_held_up_by_a_locked_database_is_retried_and_arrives(
+    client, app, auth, workers, smtp_server
+):
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if not url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock: one writer at a time, the others wait busy_timeout")
+    patron, headers = auth.patron()
+    _, librarian = auth.librarian()
+    request_id = new_request(client, headers, book_name="Persuasion")["id"]
+    workers.kill()  # the mail waits in the broker until a worker is back
+    client.post(f"/requests/{request_id}/approve", headers=librarian)
+    [row] = outbox_rows(app, patron["id"])
+    # another writer holds the write lock past the worker's busy timeout (10 s)
+    locker = sqlite3.connect(make_url(url).database, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        worker = workers.ensure()
+        wait_for(
+            lambda: (
+                f"mail {row.id} not sent, retrying: (sqlite3.OperationalError) database is "
+                "locked" in worker.log()
+            ),
+            timeout=60,
+            what="the delivery to give way to the lock",
+        )
+    finally:
+        locker.rollback()
+        locker.close()
+    [row] = wait_until_sent(app, patron["id"])
+    assert row.attempts == 1  # the claim that met the lock changed nothing
+    [mail] = mails_to(smtp_server, patron["email"])
+    assert mail["Subject"] == "Approved: Persuasion"
+    # a warning and a retry, not a task crash
+    assert "in send_outbox_mail" not in worker.log()
 
 
 def test_duplicate_deliveries_send_one_mail(client, app, auth, worker, smtp_server):
