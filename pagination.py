@@ -9,6 +9,7 @@ import functools
 import weakref
 from collections.abc import Mapping
 from datetime import datetime
+from urllib.parse import urlencode
 
 from flask import current_app, request, url_for
 from flask_smorest import abort
@@ -87,10 +88,29 @@ def serializer():
     return cursor_serializer(current_app.config["JWT_SECRET_KEY"])
 
 
+class CursorSerializer(URLSafeSerializer):
+    """URLSafeSerializer with its one signer made once, and that signer's key derived once.
+
+    The cursors are the same bytes: the same HMAC-SHA1 under the same key, derived from the
+    secret and salt as itsdangerous derives it; only the derivation (a SHA-1 of salt and
+    secret) and a new Signer are no longer paid for every cursor signed or read.
+    """
+
+    def __init__(self, secret, salt):
+        super().__init__(secret, salt=salt)
+        key = super().make_signer().derive_key()
+        self.cursor_signer = self.signer(key, salt=salt, key_derivation="none")
+
+    def make_signer(self, salt=None):
+        if salt not in (None, self.salt):
+            return super().make_signer(salt)
+        return self.cursor_signer
+
+
 @functools.lru_cache(maxsize=4)
 def cursor_serializer(secret):
-    # built once per secret rather than for every page (it still derives its key per cursor)
-    return URLSafeSerializer(secret, salt="page-cursor")
+    # built once per secret rather than for every page
+    return CursorSerializer(secret, salt="page-cursor")
 
 
 def read_cursor(listing, cursor):
@@ -107,10 +127,49 @@ def read_cursor(listing, cursor):
     abort(400, message="The cursor is not valid: follow the `next` link of a page as given.")
 
 
+# the characters werkzeug leaves unquoted in a query it builds (werkzeug.urls._urlencode)
+QUERY_SAFE = "!$'()*,/:;?@"
+
+
+# how many list URLs an app keeps (one per list and host it is reached by)
+LIST_URLS_KEPT = 64
+
+
+def list_url(endpoint):
+    """The list's own URL, as url_for builds it, kept per app for what url_for builds it
+    from: the request's scheme, host and script root."""
+    environ = request.environ
+    known = current_app.extensions.setdefault("list_urls", {})
+    where = (
+        endpoint,
+        environ.get("wsgi.url_scheme"),
+        environ.get("HTTP_HOST"),
+        environ.get("SERVER_NAME"),
+        environ.get("SERVER_PORT"),
+        environ.get("SCRIPT_NAME"),
+    )
+    url = known.get(where)
+    if url is None:
+        url = url_for(endpoint, _external=True)
+        if len(known) >= LIST_URLS_KEPT:
+            # the Host header is the client's to choose: a few are kept, not every one
+            known.clear()
+        known[where] = url
+    return url
+
+
 def next_url(listing, args, offset, key):
+    """The next page's URL: url_for's, with the list's query as url_for would append it,
+    but its base built once per host rather than for every page."""
     cursor = serializer().dumps({"l": listing.name, "o": offset, "k": key})
     params = {name: value for name, value in args.items() if name not in ("page", "cursor")}
-    return url_for(request.endpoint, _external=True, cursor=cursor, **params)
+    if request.view_args:
+        # a list under a path with parameters: url_for fills them in
+        return url_for(request.endpoint, _external=True, cursor=cursor, **params)
+    base = list_url(request.endpoint)
+    query = [("cursor", cursor)]
+    query += [(name, value) for name, value in params.items() if value is not None]
+    return f"{base}?{urlencode(query, doseq=True, safe=QUERY_SAFE)}"
 
 
 def capped_count(listing, statement):

@@ -76,6 +76,56 @@ def test_next_keeps_the_filters_and_page_size(client, app, auth):
     assert "status=pending" in pages[0]["next"] and f"user_id={alice['id']}" in pages[0]["next"]
 
 
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://localhost",
+        "https://Library.Example:8443",
+        "http://[::1]:5000",
+        "http://library.test/under/a root",
+    ],
+)
+@pytest.mark.parametrize(
+    "query", ["", "?per_page=3", "?status=pending&per_page=2", "?user_id={id}&status=pending"]
+)
+def test_next_is_the_url_url_for_builds(client, app, auth, base_url, query):
+    """The next link is built from a kept base and the query, not by url_for every page:
+    it must be url_for's URL to the byte, whatever the host, scheme and script root."""
+    from flask import url_for
+
+    from pagination import serializer
+
+    librarian, headers = auth.librarian()
+    ids = add_requests(app, librarian["id"], 21)
+    query = query.format(id=librarian["id"])
+    for _ in range(2):  # the second time from the kept base
+        response = client.get(f"/requests{query}", headers=headers, base_url=base_url)
+        page = response.json
+        with app.test_request_context(f"/requests{query}", base_url=base_url):
+            args = {"per_page": page["per_page"]}
+            for name in ("status", "user_id"):
+                if f"{name}=" in query:
+                    args[name] = query.split(f"{name}=")[1].split("&")[0]
+            cursor = serializer().dumps(
+                {"l": "requests", "o": page["per_page"], "k": [page["items"][-1]["id"]]}
+            )
+            expected = url_for("book_requests.BookRequests", _external=True, cursor=cursor, **args)
+        assert page["next"] == expected
+        assert response.headers["Link"] == f'<{expected}>; rel="next"'
+    assert page["items"][-1]["id"] in ids
+
+
+def test_cursors_are_signed_as_itsdangerous_signs_them(app):
+    """The cursor serializer derives its key once; its cursors are URLSafeSerializer's."""
+    from pagination import serializer
+
+    plain = URLSafeSerializer(app.config["JWT_SECRET_KEY"], salt="page-cursor")
+    payload = {"l": "requests", "o": 20, "k": [7]}
+    with app.app_context():
+        assert serializer().dumps(payload) == plain.dumps(payload)
+        assert serializer().loads(plain.dumps(payload)) == payload
+
+
 def test_users_walk_oldest_first(client, auth):
     _, librarian = auth.librarian()
     made = [auth.register()["id"] for _ in range(4)]
