@@ -50,6 +50,7 @@ def create_app(test_config=None):
     warn_dev_public_url(app)
     trust_proxies(app)
     make_private_sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
+    set_pre_ping(app.config)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
@@ -72,6 +73,18 @@ def create_app(test_config=None):
     if app.config["AUTO_MIGRATE"]:
         ensure_schema(app)
     return app
+
+
+def set_pre_ping(config):
+    """Test a pooled connection before each checkout, unless the database is SQLite.
+
+    The ping finds a connection the server dropped (a restart, an idle timeout) before a
+    request uses it; a SQLite file has no connection to lose, and the ping would be one more
+    statement for every request. A pool_pre_ping set in the configuration is kept.
+    """
+    options = config["SQLALCHEMY_ENGINE_OPTIONS"]
+    is_sqlite = config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": not is_sqlite, **options}
 
 
 def trust_proxies(app):

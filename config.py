@@ -132,7 +132,8 @@ def default_config(instance_path):
     redis_url = os.environ.get("REDIS_URL") or "redis://localhost:6379"
     return {
         "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # pool_pre_ping is set by create_app, from the URL as finally configured
+        "SQLALCHEMY_ENGINE_OPTIONS": {},
         "REDIS_URL": redis_url,
         "CELERY": celery_config(redis_url),
         "AUTO_MIGRATE": env_bool("AUTO_MIGRATE", True),
