@@ -1,5 +1,7 @@
 """The database handle, the declarative base, UTC time, and the errors business rules raise."""
 
+import contextlib
+import sqlite3
 from datetime import datetime, timezone
 
 from flask_sqlalchemy import SQLAlchemy
@@ -47,6 +49,28 @@ def plain_rows(statement, params=None):
         return result.cursor.fetchall()
     finally:
         result.close()
+
+
+@contextlib.contextmanager
+def own_commit_on_sqlite(connection):
+    """Within it, on SQLite and outside a transaction, each statement on `connection` runs
+    as a statement of its own, committed as it runs (the driver's autocommit: no BEGIN of
+    its own), so SQLite's write lock is taken and let go inside the statement, with the GIL
+    released. Left to the driver, a BEGIN would come before it and the lock stay held until
+    the COMMIT, across Python code, while every other writer polls in SQLite's busy handler.
+    Elsewhere, or inside a transaction already begun, it changes nothing.
+    """
+    driver = connection.connection.driver_connection
+    alone = isinstance(driver, sqlite3.Connection) and not driver.in_transaction
+    if not alone:
+        yield
+        return
+    previous = driver.isolation_level
+    driver.isolation_level = None
+    try:
+        yield
+    finally:
+        driver.isolation_level = previous
 
 
 UTC = timezone.utc

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from flask import current_app, render_template
 from sqlalchemy import (
@@ -18,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Conflict, UTCDateTime, db, utcnow
+from models.base import Conflict, UTCDateTime, db, own_commit_on_sqlite, utcnow
 from models.statuses import RequestStatus
 from models.users import User, lock_users
 
@@ -100,20 +101,28 @@ class BookRequest(db.Model):
     def create(user, book_name, author=None, note=None):
         """Record a new pending request, keeping each patron under the pending limit.
 
-        Returns the inserted row as the database has it (read by attribute: `.id`,
-        `.status` ...), not an entity: plain statements, built once, on the session's
-        connection, without the ORM's unit of work (`db.session.get` gives the entity).
-        Every request creating one takes the write lock (SQLite) or the patron's row lock
-        (PostgreSQL) before it counts.
+        Returns the inserted row's values, read by attribute (`.id`, `.status` ...), not an
+        entity: plain statements, built once, on the session's connection, without the ORM's
+        unit of work (`db.session.get` gives the entity). Every request creating one takes
+        the write lock (SQLite) or the patron's row lock (PostgreSQL) before it counts.
         """
         limit = current_app.config["MAX_PENDING_REQUESTS"]
         values = {"user_id": user.id, "book_name": book_name, "author": author, "note": note}
         connection = db.session.connection()
         if connection.dialect.name == "sqlite":
             # one statement counts and inserts: SQLite's write lock, taken as the statement
-            # starts, makes the count its own, and is held only until the commit that follows
-            # (not across three statements, each waiting its turn for the interpreter)
-            row = connection.execute(INSERT_UNDER_LIMIT, {**values, "limit": limit}).first()
+            # starts, makes the count its own. It is the request's only write, so it runs
+            # as a statement of its own, committed as it runs (`own_commit_on_sqlite`): the
+            # lock is let go inside it rather than held until the COMMIT, across Python code.
+            # Every column is bound, so nothing needs reading back (no RETURNING, which
+            # would keep the statement, and the lock, open until its row is fetched).
+            values |= {"status": RequestStatus.PENDING.value, "request_date": utcnow()}
+            values |= {"renewals": 0}
+            with own_commit_on_sqlite(connection):
+                result = connection.execute(INSERT_UNDER_LIMIT, {**values, "limit": limit})
+            row = None
+            if result.rowcount == 1:
+                row = SimpleNamespace(**NO_VALUES, **values, id=result.lastrowid)
         else:
             # lock the patron's row so concurrent requests count one at a time: a count
             # within the INSERT would read a snapshot from before the lock was granted
@@ -215,18 +224,15 @@ INSERT_REQUEST = (
     )
     .returning(*BookRequest.__table__.c)
 )
-# the same, inserting nothing when the patron is at the limit (the columns' defaults are
-# rendered into the SELECT)
-NEW_VALUES = ("user_id", "book_name", "author", "note")
-INSERT_UNDER_LIMIT = (
-    insert(BookRequest.__table__)
-    .from_select(
-        NEW_VALUES,
-        select(
-            *(bindparam(name, type_=BookRequest.__table__.c[name].type) for name in NEW_VALUES)
-        ).where(PENDING_COUNT.scalar_subquery() < bindparam("limit")),
-    )
-    .returning(*BookRequest.__table__.c)
+# on SQLite, the same with every column bound (those it leaves null in NO_VALUES),
+# inserting nothing when the patron is at the limit
+NEW_VALUES = ("user_id", "book_name", "author", "note", "status", "request_date", "renewals")
+NO_VALUES = dict.fromkeys(set(BookRequest.__table__.c.keys()) - {"id", *NEW_VALUES})
+INSERT_UNDER_LIMIT = insert(BookRequest.__table__).from_select(
+    NEW_VALUES,
+    select(
+        *(bindparam(name, type_=BookRequest.__table__.c[name].type) for name in NEW_VALUES)
+    ).where(PENDING_COUNT.scalar_subquery() < bindparam("limit")),
 )
 
 

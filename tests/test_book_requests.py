@@ -1,9 +1,9 @@
 """Book requests: a patron's requests and the librarian's workflow through the status machine."""
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
-from models import BookRequest, OutboxMail, RequestStatus, db
+from models import BookRequest, OutboxMail, RequestStatus, User, db
 from schemas import BookRequestSchema
 
 
@@ -161,6 +161,46 @@ def test_pending_limit_is_enforced(client, app, auth, monkeypatch):
     response = client.post("/requests", json={"book_name": "One too many"}, headers=headers)
     assert response.status_code == 409
     assert "3 pending" in response.json["message"]
+
+
+def test_on_sqlite_a_new_request_commits_as_its_statement_runs(client, app, auth):
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite's own commit of a statement run outside a transaction")
+    _, headers = auth.patron()
+    statements = []
+    with app.app_context():
+        engine = db.engine
+
+    def trace(dbapi_connection, record, proxy):
+        dbapi_connection.set_trace_callback(statements.append)
+
+    def untrace(dbapi_connection, record):
+        dbapi_connection.set_trace_callback(None)
+
+    event.listen(engine, "checkout", trace)
+    event.listen(engine, "checkin", untrace)
+    try:
+        body = make_request(client, headers, book_name="Middlemarch")
+    finally:
+        event.remove(engine, "checkout", trace)
+        event.remove(engine, "checkin", untrace)
+    # no BEGIN before the INSERT, so no COMMIT after it: the write lock is the statement's
+    assert any(statement.startswith("INSERT INTO book_request") for statement in statements)
+    assert not [s for s in statements if s.split()[0] in ("BEGIN", "COMMIT")], statements
+    with app.app_context():
+        assert BookRequestSchema().dump(db.session.get(BookRequest, body["id"])) == body
+
+
+def test_a_request_created_inside_a_transaction_commits_with_it(client, app, auth):
+    user, _ = auth.patron()
+    with app.app_context():
+        patron = db.session.get(User, user["id"])
+        db.session.execute(update(User).where(User.id == patron.id).values(notify=False))
+        row = BookRequest.create(patron, "Kindred", note="any edition")
+        db.session.close()
+        stored = db.session.get(BookRequest, row.id)
+        assert BookRequestSchema().dump(stored) == BookRequestSchema().dump(row)
+        assert db.session.get(User, user["id"]).notify is False
 
 
 def test_librarian_approves_and_marks_returned(client, auth):
