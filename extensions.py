@@ -11,6 +11,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import abort
+from marshmallow import Schema
 from webargs.core import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -18,9 +19,51 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api_docs import body_example
 from errors import Api
 
+# the values a loaded query may hold to be kept and handed out again
+PLAIN_VALUES = (int, float, str, bool, type(None))
+# query strings up to this long are kept with what they load: a page size, a status, a user
+# id recur from request to request; a cursor (longer) differs for every page
+KEPT_QUERY_LENGTH = 64
+# how many such query strings the parser keeps (any client may send new ones)
+KEPT_QUERIES = 256
+
+
+def loads_alike(schema):
+    """Whether `schema` loads the same query string into the same values every time: no hook
+    runs and no default is computed."""
+    fields = schema.fields.values()
+    return not any(schema._hooks.values()) and not any(callable(f.load_default) for f in fields)
+
 
 class JSONParser(FlaskParser):
-    """webargs' parser, stricter: a body that is not JSON is 415, JSON Python cannot use 400."""
+    """webargs' parser, stricter: a body that is not JSON is 415, JSON Python cannot use 400.
+
+    A short query string that loaded without error is kept with what it loaded, and a copy
+    of that is handed out when it comes again, rather than running marshmallow again. One
+    that fails is parsed every time, and so gets the same error.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kept_queries = {}
+
+    def parse(self, argmap, req=None, *, location=None, **kwargs):
+        # without an error, `unknown` and the error settings change nothing; a validator might
+        if location == "query" and kwargs.get("validate") is None and isinstance(argmap, Schema):
+            req = req if req is not None else self.get_default_request()
+            query = req.query_string
+            if len(query) <= KEPT_QUERY_LENGTH:
+                key = (argmap, query)
+                loaded = self.kept_queries.get(key)
+                if loaded is None:
+                    loaded = super().parse(argmap, req, location=location, **kwargs)
+                    plain = all(isinstance(value, PLAIN_VALUES) for value in loaded.values())
+                    if plain and loads_alike(argmap):
+                        if len(self.kept_queries) >= KEPT_QUERIES:
+                            self.kept_queries.clear()
+                        self.kept_queries[key] = loaded
+                return dict(loaded)
+        return super().parse(argmap, req, location=location, **kwargs)
 
     def load_json(self, req, schema):
         body = req.get_data(cache=True)
