@@ -148,6 +148,16 @@ def test_reusing_a_spent_refresh_token_ends_the_session(client, auth):
     assert client.post("/refresh", headers=bearer(rotated["refresh_token"])).status_code == 401
 
 
+def test_a_spent_refresh_token_cannot_log_out_and_ends_the_session_anywhere(client, auth):
+    tokens = auth.login(auth.register())
+    rotated = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json
+    # /logout takes either token: a spent refresh token is still refused there, as a reuse
+    reuse = client.post("/logout", headers=bearer(tokens["refresh_token"]))
+    assert reuse.status_code == 401
+    assert reuse.json["message"] == "This refresh token was already used; the session has ended."
+    assert client.get("/me", headers=bearer(rotated["access_token"])).status_code == 401
+
+
 def test_a_rotation_spends_only_the_presented_token_of_its_own_live_session(app):
     """The conditional UPDATE behind /refresh: what two racing refreshes rely on."""
     with app.app_context():
@@ -190,7 +200,7 @@ def test_logout_with_the_access_token_ends_the_whole_session(client, auth):
     response = client.get("/me", headers=bearer(tokens["access_token"]))
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert "session has ended" in response.json["message"]
+    assert response.json["message"] == "The session has ended; log in again."
     assert client.post("/refresh", headers=bearer(tokens["refresh_token"])).status_code == 401
     # another login of the same account is another session
     assert client.get("/me", headers=bearer(other["access_token"])).status_code == 200
