@@ -1,6 +1,7 @@
 """Accounts and sessions: register, login, refresh, logout and me."""
 
 import re
+import time
 import uuid
 from datetime import timedelta
 
@@ -134,6 +135,18 @@ def test_refresh_rotates_the_refresh_token(client, auth):
     # the new refresh token works in turn
     again = client.post("/refresh", headers=bearer(response.json["refresh_token"]))
     assert again.status_code == 200
+
+
+def test_a_rotated_refresh_token_expires_when_the_first_one_would(client, app, auth):
+    from flask_jwt_extended import decode_token
+
+    tokens = auth.login(auth.register())
+    time.sleep(1.1)  # a lifetime counted from the rotation would end a second later
+    rotated = client.post("/refresh", headers=bearer(tokens["refresh_token"])).json
+    with app.app_context():
+        first, then = (decode_token(t["refresh_token"])["exp"] for t in (tokens, rotated))
+    # however often it is rotated, a login's refresh token lives no longer than the first
+    assert then == first
 
 
 def test_reusing_a_spent_refresh_token_ends_the_session(client, auth):
