@@ -1,6 +1,5 @@
 """Report exports: their statuses, and the Report row with its build's atomic claims."""
 
-import sqlite3
 import uuid
 from datetime import datetime, timedelta
 
@@ -24,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, make_transient_to_detached, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
-from models.base import Conflict, Unavailable, UTCDateTime, db, utcnow
+from models.base import Conflict, Unavailable, UTCDateTime, db, own_commit_on_sqlite, utcnow
 from models.report_chunks import ReportChunk
 from models.statuses import ReportScope, ReportStatus
 
@@ -135,19 +134,12 @@ class Report(db.Model):
         """
         values = {column.key: getattr(self, column.key) for column in REPORT_COLUMNS}
         connection = db.session.connection()
-        driver = connection.connection.driver_connection
-        alone = isinstance(driver, sqlite3.Connection) and not driver.in_transaction
-        previous = driver.isolation_level if alone else None
         try:
-            if alone:
-                driver.isolation_level = None  # the driver's autocommit: no BEGIN of its own
-            connection.execute(INSERT_REPORT, values)
+            with own_commit_on_sqlite(connection):
+                connection.execute(INSERT_REPORT, values)
         except IntegrityError:
             db.session.rollback()
             raise
-        finally:
-            if alone:
-                driver.isolation_level = previous
         db.session.commit()
         # every column is set, so nothing is marked expired: the row is never read again
         make_transient_to_detached(self)
