@@ -16,13 +16,22 @@
 # Survivors judged equivalent or not worth a test are listed, each with its reason, in
 # scripts/mutation-accepted.txt; a re-run skips them. After a change to the mutated code
 # (mutant numbers shift), MUTATION_ALL=1 runs every mutant of the scope again.
+#
+#   MUTATION_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres scripts/mutation.sh status
+#                                        # each mutant's tests on SQLite and PostgreSQL
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 budget="${MUTATION_BUDGET:-900}"
-# SQLite only: a PostgreSQL pass would double every mutant's run
-unset TEST_DATABASE_URL
+# SQLite only by default: a PostgreSQL pass doubles every mutant's run. MUTATION_DATABASE_URL
+# (a PostgreSQL server, as TEST_DATABASE_URL) adds one, for the lines only PostgreSQL runs:
+# BookRequest.create's row lock and count
+if [ -n "${MUTATION_DATABASE_URL:-}" ]; then
+  export TEST_DATABASE_URL="$MUTATION_DATABASE_URL"
+else
+  unset TEST_DATABASE_URL
+fi
 # every mutant runs a test session of its own: it starts from a copy of one migrated
 # database (made by the first session of this run) instead of migrating its own
 mkdir -p mutants
