@@ -14,6 +14,7 @@ from sqlalchemy import insert
 
 from models import UTC, BookRequest, Report, ReportScope, User, db, utcnow
 from report_builder import build_once, mail_once
+from report_formats import CSV_COLUMNS
 from tests.factories import start_report
 from tests.servers import wait_for
 
@@ -149,12 +150,13 @@ def test_dates_badges_and_mail_of_a_patron_report(app, built):
         return value.replace(tzinfo=None).isoformat() + "Z" if value else ""
 
     csv_rows = list(csv.DictReader(io.StringIO(files["csv"].lstrip("\ufeff"), newline="")))
-    assert [
-        [r["book_name"], r["status"], r["request_date"], r["decided_at"], r["due_date"],
-         r["returned_at"]] for r in csv_rows
-    ] == [
-        [row["book_name"], row["status"], iso({"t": requested}, "t"), iso(row, "decided_at"),
-         iso(row, "due_date"), iso(row, "returned_at")] for row in rows
+    assert list(csv_rows[0]) == list(CSV_COLUMNS)
+    # every cell, the empty ones (no author, reason or note) empty
+    assert [list(r.values()) for r in csv_rows] == [
+        [cells[0], row["book_name"], row.get("author", ""), row["status"],
+         iso({"t": requested}, "t"), iso(row, "decided_at"), iso(row, "due_date"),
+         iso(row, "returned_at"), "", ""]
+        for row, cells in zip(rows, html_rows, strict=True)
     ]  # fmt: skip
     assert files["mail_csv"] == files["csv"]
 
@@ -267,3 +269,39 @@ def test_every_cell_of_the_library_reports_queue_and_overdue_loans(built, tokyo_
         [ids["Walden"], "Walden", "", "reader-one", overdue[1]["due_date"].strftime("%Y-%m-%d"),
          '<span class="badge s-overdue">1 day overdue</span>'],
     ]  # fmt: skip
+
+
+def test_the_head_and_charts_of_a_patrons_report_count_only_their_requests(app, auth, built):
+    december, november = datetime(2025, 12, 10, tzinfo=UTC), datetime(2025, 11, 3, tzinfo=UTC)
+    other, _ = auth.patron()
+    add_rows(app, other["id"], [{"book_name": "Theirs", "request_date": december}])
+    rows = [
+        {"book_name": "Emma", "request_date": november, "status": "approved"},
+        {"book_name": "Dune", "request_date": december},
+        {"book_name": "Walden", "request_date": december},
+    ]
+    files = built(rows)
+    username, html = files["user"]["username"], files["html"]
+    assert f"<title>Library report for {username} (all time)</title>" in html
+    assert f"<h1>Library report: {username}</h1>" in html
+    assert "Period: all time &middot; 3 requests &middot; generated " in html
+    assert re.findall(r'<li class="s-(\w+)"><strong>(\d+)</strong>', html) == [
+        ("pending", "0"), ("approved", "1"), ("rejected", "2"), ("cancelled", "0"),
+        ("returned", "0"),
+    ]  # fmt: skip
+    bars = re.findall(r'data-month="([^"]+)" data-status="(\w+)" data-count="(\d+)"', html)
+    assert sorted(bars) == [("2025-11", "approved", "1"), ("2025-12", "rejected", "2")]
+
+
+def test_the_figures_of_a_months_library_report_count_only_that_month(built):
+    december, june = datetime(2025, 12, 10, tzinfo=UTC), datetime(2025, 6, 10, tzinfo=UTC)
+    rows = [
+        {"book_name": "In", "request_date": december, "decided_at": december + timedelta(hours=2)},
+        {"book_name": "Out", "request_date": june, "decided_at": june + timedelta(days=5)},
+    ]
+    files = built(rows, ReportScope.LIBRARY, month="2025-12")
+    html = files["html"]
+    assert "<title>Library-wide report (2025-12)</title>" in html
+    assert f" for {files['user']['username']}</p>" in html
+    assert "Period: 2025-12 &middot; 1 request &middot; generated " in html
+    assert "<strong>2 h 0 min</strong>median time to a decision" in html

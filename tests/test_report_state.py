@@ -8,11 +8,11 @@ import re
 from datetime import datetime
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from models import UTC, BookRequest, Report, ReportChunk, ReportScope, ReportStatus, db, utcnow
 from monthly_reports import previous_month, start_monthly_reports
-from report_builder import Retry, build_once, mail_once
+from report_builder import BUILD_FAILED, ROWS_PER_PAGE, Retry, build_once, mail_once
 from tests.factories import start_report
 from tests.servers import free_port
 
@@ -36,6 +36,10 @@ def export_with_rows(app, auth, client, rows):
     return user, headers, report_id
 
 
+def logged(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "report_builder"]
+
+
 def row_of(app, report_id):
     with app.app_context():
         report = db.session.get(Report, report_id)
@@ -43,7 +47,9 @@ def row_of(app, report_id):
         return report
 
 
-def test_a_finished_build_records_its_figures_and_touches_no_other_report(app, auth, client):
+def test_a_finished_build_records_its_figures_and_touches_no_other_report(
+    app, auth, client, caplog
+):
     bystander, _ = auth.patron()
     with app.app_context():
         other = Report(user_id=bystander["id"], status=ReportStatus.QUEUED)
@@ -54,8 +60,10 @@ def test_a_finished_build_records_its_figures_and_touches_no_other_report(app, a
     _, _, report_id = export_with_rows(app, auth, client, 3)
     with app.app_context():
         report = db.session.get(Report, report_id)
-        assert build_once(report, "state-test")
+        with caplog.at_level("INFO", logger="report_builder"):
+            assert build_once(report, "state-test")
         mail_once(report)
+    assert f"report {report_id} done: 3 rows" in logged(caplog)
     report = row_of(app, report_id)
     assert report.status == ReportStatus.DONE and report.row_count == 3
     assert report.progress == 1.0 and report.error is None
@@ -97,6 +105,154 @@ def test_many_small_chunks_come_back_whole_and_in_order(app, auth, client, monke
     html = client.get(f"/reports/{report_id}/download?format=html", headers=headers)
     text = html.get_data(as_text=True)
     assert text.rstrip().endswith("</html>") and text.count("<tr><td>") == 120
+
+
+def test_a_report_longer_than_a_page_has_every_row(app, auth, client):
+    # each page is read after the last id of the one before
+    count = ROWS_PER_PAGE + 1
+    _, headers, report_id = export_with_rows(app, auth, client, count)
+    with app.app_context():
+        assert build_once(db.session.get(Report, report_id), "state-test")
+    download = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
+    rows = list(csv.DictReader(io.StringIO(download.get_data(as_text=True), newline="")))
+    assert [row["book_name"] for row in rows] == [f"Book {n:03d}" for n in range(count)]
+    html = client.get(f"/reports/{report_id}/download?format=html", headers=headers)
+    assert html.get_data(as_text=True).count("<tr><td>") == count
+
+
+def test_a_redelivered_message_takes_back_its_own_build_and_a_done_report_is_not_built_again(
+    app, auth, client
+):
+    _, _, report_id = export_with_rows(app, auth, client, 2)
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        # the worker running the message died mid-build: the report still runs under it,
+        # its heartbeat fresh, and the broker hands the message out again
+        assert report.claim("task-a")
+        assert build_once(report, "task-a", redelivered=True)
+    done = row_of(app, report_id)
+    assert (done.status, done.task_id, done.attempts, done.row_count) == (
+        ReportStatus.DONE, "task-a", 2, 2,
+    )  # fmt: skip
+    with app.app_context():
+        # once more after it finished: nothing to build, and the mail may go
+        assert build_once(db.session.get(Report, report_id), "task-a", redelivered=True)
+    assert row_of(app, report_id).attempts == 2
+
+
+def test_a_delivery_that_cannot_claim_its_report_builds_nothing_and_says_why(
+    app, auth, client, caplog
+):
+    _, _, running_id = export_with_rows(app, auth, client, 1)
+    user, _ = auth.patron()
+    limit = app.config["REPORT_MAX_ATTEMPTS"]
+    spent_id = start_report(app, user["id"], attempts=limit)
+    with app.app_context(), caplog.at_level("INFO", logger="report_builder"):
+        running = db.session.get(Report, running_id)
+        assert running.claim("task-a")
+        # another message of a live build: it leaves the report to it
+        assert build_once(running, "task-b") is False
+        # out of attempts: the report fails for good
+        assert build_once(db.session.get(Report, spent_id), "task-c") is False
+    assert logged(caplog) == [
+        f"report {running_id} is running elsewhere, skipping",
+        f"report {spent_id} failed: gave up after {limit} attempts",
+    ]
+    running = row_of(app, running_id)
+    assert (running.status, running.task_id, running.attempts) == (
+        ReportStatus.RUNNING,
+        "task-a",
+        1,
+    )
+    spent = row_of(app, spent_id)
+    assert (spent.status, spent.error) == (ReportStatus.FAILED, f"gave up after {limit} attempts")
+
+
+# another delivery takes the report over right after the build's first progress write, as
+# a sweep does when the build stalls: the database plays that delivery's claim
+TAKE_OVER = {
+    "sqlite": [
+        """CREATE TRIGGER take_over AFTER UPDATE OF heartbeat_at ON report
+        WHEN OLD.status = 'running' AND NEW.task_id = 'slow-build'
+        BEGIN
+            UPDATE report SET task_id = 'other-delivery', attempts = attempts + 1
+            WHERE id = NEW.id;
+        END""",
+    ],
+    "postgresql": [
+        """CREATE FUNCTION take_over() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE report SET task_id = 'other-delivery', attempts = attempts + 1
+            WHERE id = NEW.id;
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER take_over AFTER UPDATE OF heartbeat_at ON report FOR EACH ROW
+        WHEN (OLD.status = 'running' AND NEW.task_id = 'slow-build')
+        EXECUTE FUNCTION take_over()""",
+    ],
+}
+FORGET_TAKE_OVER = {
+    "sqlite": ["DROP TRIGGER take_over"],
+    "postgresql": ["DROP TRIGGER take_over ON report", "DROP FUNCTION take_over()"],
+}
+
+
+def run_sql(statements):
+    for statement in statements[db.engine.dialect.name]:
+        db.session.execute(text(statement))
+    db.session.commit()
+
+
+def test_a_build_taken_over_stops_quietly_and_is_not_mailed(app, auth, client, caplog):
+    _, _, report_id = export_with_rows(app, auth, client, 2)
+    with app.app_context():
+        run_sql(TAKE_OVER)
+        try:
+            with caplog.at_level("INFO", logger="report_builder"):
+                # False: the task must not mail a report that another build is making
+                assert build_once(db.session.get(Report, report_id), "slow-build") is False
+        finally:
+            run_sql(FORGET_TAKE_OVER)
+    assert logged(caplog) == [f"report {report_id} was taken over by another build; this one stops"]
+    row = row_of(app, report_id)
+    assert (row.status, row.task_id, row.attempts) == (ReportStatus.RUNNING, "other-delivery", 2)
+    assert row.error is None and row.emailed_at is None
+
+
+def test_a_build_that_fails_shows_a_plain_message_and_logs_the_error(app, auth, caplog):
+    user, _ = auth.patron()
+    # a month that does not exist: the build raises before it reads a row
+    report_id = start_report(app, user["id"], month="2025-13")
+    with app.app_context(), caplog.at_level("INFO", logger="report_builder"):
+        assert build_once(db.session.get(Report, report_id), "state-test") is False
+    [record] = [r for r in caplog.records if r.name == "report_builder"]
+    assert record.getMessage() == f"report {report_id} failed"
+    assert record.levelname == "ERROR" and isinstance(record.exc_info[1], ValueError)
+    failed = row_of(app, report_id)
+    assert (failed.status, failed.error) == (ReportStatus.FAILED, BUILD_FAILED)
+
+
+def test_a_library_reports_long_pending_queue_is_stored_as_it_fills(app, auth, client, monkeypatch):
+    # a few hundred bytes a chunk: the pending queue, written at the end, fills many
+    monkeypatch.setitem(app.config, "REPORT_CHUNK_BYTES", 300)
+    patron, _ = auth.patron()
+    librarian, headers = auth.librarian()
+    with app.app_context():
+        db.session.execute(
+            insert(BookRequest),
+            [
+                {"user_id": patron["id"], "book_name": f"Book {n:03d}", "status": "pending"}
+                for n in range(40)
+            ],
+        )
+        db.session.commit()
+    report_id = start_report(app, librarian["id"], scope=ReportScope.LIBRARY)
+    with app.app_context():
+        assert build_once(db.session.get(Report, report_id), "state-test")
+    html = client.get(f"/reports/{report_id}/download?format=html", headers=headers)
+    text = html.get_data(as_text=True)
+    queued = re.findall(r"<tr><td>\d+</td><td>(Book \d+)</td>", text)
+    assert queued == [f"Book {n:03d}" for n in range(40)] and text.rstrip().endswith("</html>")
 
 
 def test_a_months_reports_are_made_once_even_after_they_finish(app, auth):
