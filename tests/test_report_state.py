@@ -107,12 +107,22 @@ def test_many_small_chunks_come_back_whole_and_in_order(app, auth, client, monke
     assert text.rstrip().endswith("</html>") and text.count("<tr><td>") == 120
 
 
-def test_a_report_longer_than_a_page_has_every_row(app, auth, client):
+def test_a_report_longer_than_a_page_has_every_row(app, auth, client, monkeypatch):
     # each page is read after the last id of the one before
     count = ROWS_PER_PAGE + 1
     _, headers, report_id = export_with_rows(app, auth, client, count)
+    progress = []
+    record_progress = Report.record_progress
+
+    def recorded(report, value, *args):
+        progress.append(value)
+        return record_progress(report, value, *args)
+
+    monkeypatch.setattr(Report, "record_progress", recorded)
     with app.app_context():
         assert build_once(db.session.get(Report, report_id), "state-test")
+    # the share of rows written, page after page, as a patron polling the report sees it
+    assert progress[:2] == [ROWS_PER_PAGE / count, 1.0]
     download = client.get(f"/reports/{report_id}/download?format=csv", headers=headers)
     rows = list(csv.DictReader(io.StringIO(download.get_data(as_text=True), newline="")))
     assert [row["book_name"] for row in rows] == [f"Book {n:03d}" for n in range(count)]
