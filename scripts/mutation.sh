@@ -6,6 +6,8 @@
 #   scripts/mutation.sh                  # every scope in turn, each within its time budget
 #   scripts/mutation.sh claims mail      # some scopes: status claims auth rendering mail
 #   MUTATION_BUDGET=300 scripts/mutation.sh auth   # seconds per scope (default 900)
+#   MUTATION_ONLY='auth.x_log_in* models.users.xǁUserǁregister*' scripts/mutation.sh auth
+#                                        # only the scope's mutants these name globs match
 #   .venv/bin/mutmut show NAME           # the diff of one mutant; `mutmut browse` for all
 #
 # mutmut copies the code into mutants/, runs the test selection of [tool.mutmut] in
@@ -16,6 +18,9 @@
 # Survivors judged equivalent or not worth a test are listed, each with its reason, in
 # scripts/mutation-accepted.txt; a re-run skips them. After a change to the mutated code
 # (mutant numbers shift), MUTATION_ALL=1 runs every mutant of the scope again.
+# MUTATION_ONLY narrows a run to some functions of the scope (globs over mutant names, as in
+# `mutmut results`; end one with `*`, not `__mutmut_*`, so that it also names the function
+# and mutmut's clean run is only that function's tests); the figures still cover the scope.
 #
 #   MUTATION_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres scripts/mutation.sh status
 #                                        # each mutant's tests on SQLite and PostgreSQL
@@ -39,6 +44,7 @@ export TEST_SQLITE_TEMPLATE="$ROOT/mutants/schema.db"
 rm -f "$TEST_SQLITE_TEMPLATE"
 # one process: the machine's other work keeps the second core
 children="${MUTATION_CHILDREN:-1}"
+only="${MUTATION_ONLY:-}"
 
 declare -A SCOPES=(
   [status]="models.book_requests.xǁBookRequestǁ* models.book_requests.x_decided__mutmut_*
@@ -58,6 +64,18 @@ scopes=("$@")
 for scope in "${scopes[@]}"; do
   [ -n "${SCOPES[$scope]:-}" ] || die "unknown scope '$scope': use ${ORDER[*]}"
 done
+
+# the words of stdin that match one of the name globs given as arguments
+matching() {
+  python -c '
+import fnmatch
+import sys
+
+for word in sys.stdin.read().split():
+    if any(fnmatch.fnmatchcase(word, pattern) for pattern in sys.argv[1:]):
+        print(word)
+' "$@"
+}
 
 # "NAME VERDICT" of every mutant of a scope that mutmut has generated
 verdicts() {
@@ -82,8 +100,14 @@ for scope in "${scopes[@]}"; do
     "$ROOT/scripts/mutation-accepted.txt" - <<< "$known")
   if [ "${MUTATION_ALL:-0}" = 1 ] || [ -z "$known" ]; then
     names="${SCOPES[$scope]}"  # a first run, or every mutant again
-  elif [ -z "$names" ]; then
-    say "Scope '$scope': every mutant is killed"
+    # the globs of MUTATION_ONLY stand for the scope's: they are meant to lie within it
+    [ -z "$only" ] || names="$only"
+  elif [ -n "$only" ]; then
+    # shellcheck disable=SC2086  # one name glob per word
+    names=$(matching $only <<< "$names")
+  fi
+  if [ -z "$names" ]; then
+    say "Scope '$scope': every mutant${only:+ matching MUTATION_ONLY} is killed"
     continue
   fi
   say "Mutating scope '$scope' ($(wc -w <<< "$names") names or globs), at most ${budget}s"
