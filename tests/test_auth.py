@@ -93,8 +93,10 @@ def test_register_with_a_taken_username_or_email_is_409(client, auth):
         json={"username": "other", "email": "TAKEN@example.org", "password": "password1"},
     )
     assert same_name.status_code == 409
-    assert "taken" in same_name.json["message"]
+    # the message names what is taken, as it was asked for
+    assert same_name.json["message"] == "Username 'taken' is already taken."
     assert same_email.status_code == 409
+    assert same_email.json["message"] == "Email 'taken@example.org' is already registered."
 
 
 def test_login_accepts_username_or_email(client, auth):
