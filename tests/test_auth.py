@@ -118,6 +118,7 @@ def test_wrong_password_and_unknown_user_look_the_same(client, auth):
     unknown = client.post("/login", json={"username": "nobody", "password": "wrong-pass"})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json == unknown.json
+    assert wrong.json["message"] == "Wrong username or password."
     assert wrong.headers["WWW-Authenticate"] == unknown.headers["WWW-Authenticate"] == "Bearer"
 
 
