@@ -6,10 +6,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from login_sessions import LoginSession
-from models import User, db, utcnow
+from models import User, db, password_hasher, utcnow
 from tests.factories import add_user
 
 
@@ -120,6 +121,22 @@ def test_wrong_password_and_unknown_user_look_the_same(client, auth):
     assert wrong.json == unknown.json
     assert wrong.json["message"] == "Wrong username or password."
     assert wrong.headers["WWW-Authenticate"] == unknown.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_password_hashed_with_older_parameters_is_rehashed_at_login(client, app):
+    """An account from before a change of argon2 parameters still logs in, and its stored
+    hash is brought up to the current parameters on the way."""
+    older = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+    with app.app_context():
+        user = add_user("old.reader")
+        user.password_hash = older.hash("an old password")
+        db.session.commit()
+    response = client.post("/login", json={"username": "old.reader", "password": "an old password"})
+    assert response.status_code == 200, response.json
+    with app.app_context():
+        stored = db.session.scalar(select(User.password_hash).where(User.username == "old.reader"))
+    assert not password_hasher.check_needs_rehash(stored)
+    assert password_hasher.verify(stored, "an old password")
 
 
 def bearer(token):
