@@ -65,6 +65,8 @@ def test_create_admin_command_creates_a_librarian(runner, client, app):
     token = response.json["access_token"]
     me = client.get("/me", headers={"Authorization": f"Bearer {token}"}).json
     assert (me["role"], me["email"]) == ("admin", "head@example.org")
+    # the operator's own address: verified, so it is mailed and never released to another
+    assert (me["email_verified"], me["mail_paused"]) == (True, None)
 
 
 def create_admin(runner, *args, password=None):
