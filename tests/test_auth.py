@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from login_sessions import LoginSession
 from models import User, db, password_hasher, utcnow
-from tests.factories import add_user
+from tests.factories import PASSWORD, add_user
 
 
 def test_patron_registers_and_sees_own_account(client, auth):
@@ -137,6 +137,22 @@ def test_a_password_hashed_with_older_parameters_is_rehashed_at_login(client, ap
         stored = db.session.scalar(select(User.password_hash).where(User.username == "old.reader"))
     assert not password_hasher.check_needs_rehash(stored)
     assert password_hasher.verify(stored, "an old password")
+
+
+def test_a_refresh_lifetime_configured_in_seconds_sets_the_sessions_end(client, app, monkeypatch):
+    """FLASK_JWT_REFRESH_TOKEN_EXPIRES=3600 in the environment arrives as an int, not a
+    timedelta; a login still works and its session lasts that long."""
+    monkeypatch.setitem(app.config, "JWT_REFRESH_TOKEN_EXPIRES", 3600)
+    with app.app_context():
+        add_user("reader")
+    before = utcnow()
+    response = client.post("/login", json={"username": "reader", "password": PASSWORD})
+    after = utcnow()
+    assert response.status_code == 200, response.json
+    with app.app_context():
+        expires_at = db.session.scalar(select(LoginSession.expires_at))
+    hour = timedelta(seconds=3600)
+    assert before + hour <= expires_at <= after + hour
 
 
 def bearer(token):
