@@ -159,6 +159,18 @@ def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
+def test_every_login_mints_a_refresh_token_with_an_id_of_its_own(app, auth):
+    """A token id (jti) names one token (RFC 7519 §4.1.7): no two logins share one."""
+    from flask_jwt_extended import decode_token
+
+    user = auth.register()
+    logins = [auth.login(user) for _ in range(2)]
+    with app.app_context():
+        ids = [decode_token(tokens["refresh_token"])["jti"] for tokens in logins]
+    assert ids[0] != ids[1]
+    assert all(uuid.UUID(jti) for jti in ids)
+
+
 def test_refresh_rotates_the_refresh_token(client, auth):
     user = auth.register()
     tokens = auth.login(user)
