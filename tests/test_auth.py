@@ -403,6 +403,22 @@ def test_an_unverified_address_is_released_after_email_verify_hours(client, app,
     assert me["email"] is None and "released" in me["mail_paused"]
 
 
+def test_a_registration_releases_only_the_stale_address_it_takes(client, app, auth):
+    """Another account's unverified address, however old, stays with it."""
+    squatter = auth.register(email="taken@example.org", verified=False)
+    bystander = auth.register(email="waiting@example.org", verified=False)
+    with app.app_context():
+        long_ago = utcnow() - timedelta(hours=app.config["EMAIL_VERIFY_HOURS"] + 1)
+        for account in (squatter, bystander):
+            db.session.get(User, account["id"]).created_at = long_ago
+        db.session.commit()
+    body = {"username": "the.owner", "email": "taken@example.org", "password": "password1"}
+    assert client.post("/register", json=body).status_code == 201
+    with app.app_context():
+        assert db.session.get(User, squatter["id"]).email is None
+        assert db.session.get(User, bystander["id"]).email == "waiting@example.org"
+
+
 def test_a_verified_address_is_never_released(client, app, auth):
     holder = auth.register(email="kept@example.org")
     with app.app_context():
