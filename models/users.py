@@ -130,10 +130,6 @@ class User(db.Model):
             raise Conflict("That username or email is already registered.") from None
         return user
 
-    def change_role(self, role):
-        """Set the role; demoting the last librarian is refused."""
-        self.update_access(role=role)
-
     def update_access(self, role=None, active=None):
         """Change role and/or active; leaving no active librarian is refused with 409.
 

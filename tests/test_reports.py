@@ -447,6 +447,8 @@ def test_beat_jobs_run_through_the_worker(app, auth, client, workers, smtp_serve
             what="purge",
         )
         assert db.session.get(User, active["id"]) is not None
+        # only the expired one: a session whose refresh token still runs stays signed in
+        assert db.session.get(LoginSession, "live") is not None
 
 
 def report_row_for(app, user_id, month):
