@@ -64,6 +64,17 @@ def admin_dsn(url):
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def postgres_dsn(app, why):
+    """The app's database as a psycopg connection string; on SQLite the test is skipped, for
+    the reason `why`."""
+    from models import db
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip(why)
+        return admin_dsn(db.engine.url)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request, tmp_path_factory):
     if request.param == "sqlite":

@@ -6,11 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 from sqlalchemy import event, select, update
-from sqlalchemy.engine import make_url
 
 from models import BookRequest, OutboxMail, RequestStatus, User, db
 from schemas import BookRequestSchema
-from tests.conftest import admin_dsn
+from tests.conftest import postgres_dsn
 
 
 def make_request(client, headers, **body):
@@ -201,12 +200,9 @@ def test_on_postgresql_a_new_request_waits_for_its_patrons_row_lock(client, app,
     # two requests of one patron count the pending ones in turn, each under the patron's row
     # lock; a request that skipped it would count a snapshot (the race test sees that only
     # when its requests happen to overlap)
-    with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            pytest.skip("SQLite's write lock is taken inside the INSERT itself")
-        url = db.engine.url
+    dsn = postgres_dsn(app, "SQLite's write lock is taken inside the INSERT itself")
     user, headers = auth.patron()
-    with psycopg.connect(admin_dsn(make_url(url))) as holder:
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as watcher:
         # the lock an UPDATE takes, as lock_users' does; the INSERT's foreign-key check takes
         # a KEY SHARE lock, which this one lets through
         holder.execute('SELECT id FROM "user" WHERE id = %s FOR NO KEY UPDATE', (user["id"],))
@@ -219,12 +215,10 @@ def test_on_postgresql_a_new_request_waits_for_its_patrons_row_lock(client, app,
             # the positive signal: another backend waits for this transaction's lock
             while not waiting and not made.done():
                 time.sleep(0.02)
-                with psycopg.connect(admin_dsn(make_url(url)), autocommit=True) as watcher:
-                    waiting = watcher.execute(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE %s = ANY(pg_blocking_pids(pid))",
-                        (holder_pid,),
-                    ).fetchone()[0]
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    (holder_pid,),
+                ).fetchone()[0]
             assert waiting == 1, made.result().json
             holder.rollback()
             assert made.result(timeout=30).status_code == 201

@@ -3,11 +3,10 @@
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from app import set_pre_ping
 from models import db
-from tests.conftest import admin_dsn
+from tests.conftest import postgres_dsn
 
 
 def test_only_a_server_database_pings_its_connections(app):
@@ -31,14 +30,11 @@ def test_a_configured_pre_ping_is_kept(url, options, pings):
 
 
 def test_a_connection_the_server_ended_is_replaced_before_a_request_uses_it(app, client, auth):
-    with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            pytest.skip("a SQLite file has no server to end its connections")
-        url = db.engine.url
+    dsn = postgres_dsn(app, "a SQLite file has no server to end its connections")
     _, headers = auth.patron()
     assert client.get("/requests", headers=headers).status_code == 200
     # every pooled connection of the app's database ends, as in a server restart
-    with psycopg.connect(admin_dsn(make_url(url)), autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         ended = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
